@@ -1,0 +1,127 @@
+use std::fmt;
+use std::path::PathBuf;
+
+/// Why a weights file could not be loaded. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read (missing, a directory, no permission, ...).
+    #[error("cannot read weights file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is empty.
+    #[error("weights file {path} is empty (0 bytes); was the download interrupted?")]
+    Empty { path: PathBuf },
+    /// The file is a Git LFS pointer, not the weights it points to.
+    #[error("weights file {path} is a Git LFS pointer, not weights; fetch the real file (`git lfs pull`) or download it from the Hub")]
+    LfsPointer { path: PathBuf },
+    /// The file is an HTML page (an error page or a login page saved under the weights' name).
+    #[error("weights file {path} is an HTML page, not weights; the download probably saved an error or login page")]
+    Html { path: PathBuf },
+    /// The file is not a valid safetensors file.
+    #[error("weights file {path} is not a valid safetensors file: {source}; hint: PyTorch .pth checkpoints must be converted to safetensors first")]
+    Format {
+        path: PathBuf,
+        #[source]
+        source: safetensors::SafeTensorError,
+    },
+    /// The file's tensors do not match the architecture.
+    #[error("{0}")]
+    Mismatch(Box<MismatchReport>),
+    /// The configuration is invalid, or building the model failed.
+    #[error("cannot build the model from {path}: {source}")]
+    Candle {
+        path: PathBuf,
+        #[source]
+        source: candle_core::Error,
+    },
+}
+
+/// One tensor whose shape differs between the file and the architecture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapeMismatch {
+    pub name: String,
+    pub expected: Vec<usize>,
+    pub found: Vec<usize>,
+}
+
+/// Everything that keeps a file from matching an architecture, found in one pass over the header.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MismatchReport {
+    pub path: PathBuf,
+    /// The architecture the file was checked against, e.g. `resnet50`.
+    pub arch: String,
+    /// Tensors the architecture needs that the file lacks, with the expected shape.
+    pub missing: Vec<(String, Vec<usize>)>,
+    /// Tensors in the file that the architecture does not use.
+    pub unexpected: Vec<String>,
+    pub shape_mismatches: Vec<ShapeMismatch>,
+    /// Tensors whose dtype is not a float type, with the dtype found.
+    pub bad_dtypes: Vec<(String, String)>,
+    /// Presets whose tensors the file matches exactly, if any.
+    pub matching_presets: Vec<String>,
+}
+
+impl MismatchReport {
+    /// True when nothing is wrong.
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty()
+            && self.unexpected.is_empty()
+            && self.shape_mismatches.is_empty()
+            && self.bad_dtypes.is_empty()
+    }
+}
+
+const SHOWN: usize = 8;
+
+fn list<T>(
+    f: &mut fmt::Formatter<'_>,
+    title: &str,
+    items: &[T],
+    show: impl Fn(&T) -> String,
+) -> fmt::Result {
+    if items.is_empty() {
+        return Ok(());
+    }
+    write!(f, "\n  {} {title}:", items.len())?;
+    for item in items.iter().take(SHOWN) {
+        write!(f, "\n    {}", show(item))?;
+    }
+    if items.len() > SHOWN {
+        write!(f, "\n    ... and {} more", items.len() - SHOWN)?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for MismatchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "weights file {} does not match architecture {}:",
+            self.path.display(),
+            self.arch
+        )?;
+        list(f, "missing tensors", &self.missing, |(n, s)| {
+            format!("{n} {s:?}")
+        })?;
+        list(f, "unexpected tensors", &self.unexpected, |n| n.clone())?;
+        list(f, "shape mismatches", &self.shape_mismatches, |m| {
+            format!(
+                "{}: expected {:?}, file has {:?}",
+                m.name, m.expected, m.found
+            )
+        })?;
+        list(
+            f,
+            "tensors with a non-float dtype",
+            &self.bad_dtypes,
+            |(n, d)| format!("{n}: {d}"),
+        )?;
+        match self.matching_presets.as_slice() {
+            [] => write!(f, "\nhint: is this a checkpoint for another architecture or another naming scheme (torchvision names are expected)?"),
+            names => write!(f, "\nhint: the file matches {}; pass that as --arch", names.join(", ")),
+        }
+    }
+}

@@ -1,0 +1,154 @@
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::{Conv2dConfig, Init, VarBuilder};
+
+use crate::TensorSpec;
+
+/// Shape of a [`ConvBn`]: a bias-free `Conv2d` followed by `BatchNorm2d(out_channels)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConvBnConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel_size: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub groups: usize,
+    /// BatchNorm epsilon (PyTorch's default is 1e-5).
+    pub eps: f64,
+}
+
+impl ConvBnConfig {
+    /// A `kernel_size` x `kernel_size` convolution with "same" padding for odd kernels (`k / 2`).
+    pub fn new(in_channels: usize, out_channels: usize, kernel_size: usize, stride: usize) -> Self {
+        Self {
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding: kernel_size / 2,
+            groups: 1,
+            eps: 1e-5,
+        }
+    }
+
+    /// The same convolution split into `groups` groups (ResNeXt).
+    pub fn with_groups(self, groups: usize) -> Self {
+        Self { groups, ..self }
+    }
+
+    fn weight_shape(&self) -> [usize; 4] {
+        let k = self.kernel_size;
+        [self.out_channels, self.in_channels / self.groups, k, k]
+    }
+
+    /// The checkpoint tensors this layer reads: `{conv}.weight` and the four BatchNorm tensors
+    /// `{bn}.weight`, `{bn}.bias`, `{bn}.running_mean`, `{bn}.running_var`.
+    pub fn tensor_specs(&self, conv: &str, bn: &str) -> Vec<TensorSpec> {
+        let c = [self.out_channels];
+        vec![
+            TensorSpec::new(conv, "weight", &self.weight_shape()),
+            TensorSpec::new(bn, "weight", &c),
+            TensorSpec::new(bn, "bias", &c),
+            TensorSpec::new(bn, "running_mean", &c),
+            TensorSpec::new(bn, "running_var", &c),
+        ]
+    }
+
+    /// Number of trainable parameters (conv weight, BN weight and bias; not the running statistics).
+    pub fn num_params(&self) -> usize {
+        self.weight_shape().iter().product::<usize>() + 2 * self.out_channels
+    }
+}
+
+/// A convolution with inference-mode BatchNorm folded in: one `conv2d` plus a bias add.
+///
+/// PyTorch evaluates `(conv(x) - mean) / sqrt(var + eps) * gamma + beta`; folding computes the same
+/// affine map once at load time. The fold runs in f32 (f64 for f64 models) before the result is cast
+/// to the run dtype, so an f16 model does not lose precision in `1 / sqrt(var + eps)`.
+#[derive(Debug, Clone)]
+pub struct ConvBn {
+    weight: Tensor,
+    /// Shape `[1, out_channels, 1, 1]`, ready to broadcast over NCHW.
+    bias: Tensor,
+    config: ConvBnConfig,
+}
+
+impl ConvBn {
+    /// Loads `conv.weight` and the BatchNorm tensors under `bn`, folds them, and casts to `conv`'s dtype.
+    pub fn new(config: &ConvBnConfig, conv: VarBuilder, bn: VarBuilder) -> Result<Self> {
+        if config.groups == 0
+            || config.in_channels % config.groups != 0
+            || config.out_channels % config.groups != 0
+        {
+            candle_core::bail!(
+                "conv {}: in_channels {} and out_channels {} must be divisible by groups {}",
+                conv.prefix(),
+                config.in_channels,
+                config.out_channels,
+                config.groups
+            );
+        }
+        let run_dtype = conv.dtype();
+        let fold_dtype = if run_dtype == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        };
+        let c = config.out_channels;
+        let get = |vb: &VarBuilder, shape: &[usize], name: &str| {
+            vb.get_with_hints_dtype(shape, name, Init::Const(0.), fold_dtype)
+        };
+        let weight = get(&conv, &config.weight_shape(), "weight")?;
+        let gamma = get(&bn, &[c], "weight")?;
+        let beta = get(&bn, &[c], "bias")?;
+        let mean = get(&bn, &[c], "running_mean")?;
+        let var = get(&bn, &[c], "running_var")?;
+
+        let scale = (gamma / (var + config.eps)?.sqrt()?)?;
+        let weight = weight.broadcast_mul(&scale.reshape((c, 1, 1, 1))?)?;
+        let bias = (beta - (mean * &scale)?)?;
+        Ok(Self {
+            weight: weight.to_dtype(run_dtype)?.contiguous()?,
+            bias: bias.to_dtype(run_dtype)?.reshape((1, c, 1, 1))?,
+            config: *config,
+        })
+    }
+
+    /// The layer's shape.
+    pub fn config(&self) -> &ConvBnConfig {
+        &self.config
+    }
+
+    /// The folded convolution weight, `[out, in / groups, k, k]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The folded bias, `[1, out, 1, 1]`.
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
+    fn conv_config(&self) -> Conv2dConfig {
+        Conv2dConfig {
+            padding: self.config.padding,
+            stride: self.config.stride,
+            dilation: 1,
+            groups: self.config.groups,
+            cudnn_fwd_algo: None,
+        }
+    }
+}
+
+impl Module for ConvBn {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let cfg = self.conv_config();
+        let y = x.conv2d(
+            &self.weight,
+            cfg.padding,
+            cfg.stride,
+            cfg.dilation,
+            cfg.groups,
+        )?;
+        y.broadcast_add(&self.bias)
+    }
+}

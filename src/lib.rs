@@ -1,0 +1,32 @@
+//! # resnet-zoo
+//!
+//! The ResNet family on [Candle](https://github.com/huggingface/candle), reproducing PyTorch
+//! (torchvision) outputs, with strict weight loading and torchvision-exact preprocessing.
+//!
+//! This facade re-exports the workspace crates:
+//! - [`layers`] (`resnet-zoo-layers`): folded conv+BN, pooling;
+//! - the model (`resnet-zoo-resnet`): [`ResNet`], [`ResNetConfig`], [`transforms`], [`imagenet`];
+//! - [`hub`] (`resnet-zoo-hub`): strict loading of safetensors checkpoints.
+//!
+//! ```no_run
+//! use candle_core::{DType, Device, Module};
+//! use resnet_zoo::{transforms::Preprocess, ResNetConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let device = Device::Cpu;
+//! let model = resnet_zoo::hub::load_safetensors(
+//!     "resnet50.safetensors", &ResNetConfig::resnet50(), DType::F32, &device)?;
+//! let x = Preprocess::imagenet_v1().load("cat.jpg", &device)?.unsqueeze(0)?;
+//! let probs = candle_nn::ops::softmax_last_dim(&model.forward(&x)?)?;
+//! # Ok(()) }
+//! ```
+
+pub use resnet_zoo_hub as hub;
+pub use resnet_zoo_layers as layers;
+pub use resnet_zoo_resnet::{
+    block, config, imagenet, model, presets, suggest, transforms, BlockKind, FeatureInfo, ResNet,
+    ResNetConfig, Stage, Stem, PRESETS,
+};
+
+pub mod classify;
+pub mod device;

@@ -1,0 +1,82 @@
+//! Shared helpers for the integration tests: fixture paths and error metrics.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+
+/// The folder the parity harness writes to (`tests/parity/make_fixtures.py`), or
+/// `$RESNET_ZOO_FIXTURES`. Missing fixtures fail the test with the command that makes them.
+pub fn fixtures_dir() -> PathBuf {
+    let dir = std::env::var_os("RESNET_ZOO_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"));
+    assert!(
+        dir.join("STAMP").exists(),
+        "PyTorch fixtures missing in {}: run `make test` (or `.venv/bin/python tests/parity/make_fixtures.py --out tests/fixtures`)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    fixtures_dir().join(name)
+}
+
+/// Every tensor of a safetensors file, on the CPU.
+pub fn load_tensors(name: &str) -> HashMap<String, Tensor> {
+    let path = fixture(name);
+    candle_core::safetensors::load(&path, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
+}
+
+/// `max|ours - reference| / max|reference|`, computed in f64.
+pub fn rel_err(ours: &Tensor, reference: &Tensor) -> f64 {
+    assert_eq!(ours.dims(), reference.dims(), "shape mismatch");
+    let a = ours.to_dtype(DType::F64).unwrap();
+    let b = reference.to_dtype(DType::F64).unwrap();
+    let diff = (a - &b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap();
+    let scale = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+    diff.to_scalar::<f64>().unwrap() / scale.to_scalar::<f64>().unwrap()
+}
+
+/// `max|ours - reference|`.
+pub fn max_abs_diff(ours: &Tensor, reference: &Tensor) -> f64 {
+    let a = ours.to_dtype(DType::F64).unwrap();
+    let b = reference.to_dtype(DType::F64).unwrap();
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+/// Indices of the `k` largest values of each row of a `[N, C]` tensor, best first.
+pub fn top_k(logits: &Tensor, k: usize) -> Vec<Vec<usize>> {
+    let rows = logits
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    rows.iter()
+        .map(|row| {
+            let mut idx: Vec<usize> = (0..row.len()).collect();
+            idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            idx.truncate(k);
+            idx
+        })
+        .collect()
+}

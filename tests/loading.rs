@@ -1,0 +1,292 @@
+//! Strict loading: one report naming the file and every missing, unexpected, mis-shaped or
+//! wrongly-typed tensor, checked before the model is built. Uses small synthetic checkpoints written
+//! from the model's own tensor specs, so no Python is needed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Module, Tensor};
+use resnet_zoo::{hub, BlockKind, ResNet, ResNetConfig, Stem};
+
+/// A tiny Bottleneck ResNet (4 stages, few channels) for fast synthetic checkpoints.
+fn tiny(block: BlockKind) -> ResNetConfig {
+    ResNetConfig {
+        block,
+        layers: vec![1, 2, 1, 1],
+        planes: vec![4, 8, 8, 16],
+        stem: Stem::Classic { width: 8 },
+        num_classes: Some(10),
+        ..ResNetConfig::resnet50()
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("resnet-zoo-loading-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes a checkpoint with every tensor `cfg` expects (positive random-ish values, so running_var is
+/// valid), then applies `edit` to the table.
+fn write_checkpoint(
+    path: &Path,
+    cfg: &ResNetConfig,
+    dtype: DType,
+    edit: impl FnOnce(&mut HashMap<String, Tensor>),
+) {
+    let mut tensors: HashMap<String, Tensor> = ResNet::tensor_specs(cfg)
+        .into_iter()
+        .map(|s| {
+            let t = Tensor::rand(0.5f32, 1.5, s.shape.as_slice(), &Device::Cpu).unwrap();
+            (s.name, t.to_dtype(dtype).unwrap())
+        })
+        .collect();
+    edit(&mut tensors);
+    candle_core::safetensors::save(&tensors, path).unwrap();
+}
+
+#[test]
+fn exact_checkpoint_loads_and_runs() {
+    let dir = temp_dir("exact");
+    for block in [BlockKind::Basic, BlockKind::Bottleneck] {
+        let cfg = tiny(block);
+        let path = dir.join(format!("{block:?}.safetensors"));
+        write_checkpoint(&path, &cfg, DType::F32, |t| {
+            // PyTorch's integer BatchNorm counter must be ignored, not reported.
+            t.insert(
+                "bn1.num_batches_tracked".into(),
+                Tensor::new(&[3i64], &Device::Cpu)
+                    .unwrap()
+                    .squeeze(0)
+                    .unwrap(),
+            );
+        });
+        let model = hub::load_safetensors(&path, &cfg, DType::F32, &Device::Cpu).unwrap();
+        let x = Tensor::rand(0f32, 1., (2, 3, 64, 48), &Device::Cpu).unwrap();
+        assert_eq!(model.forward(&x).unwrap().dims(), &[2, 10]);
+    }
+}
+
+#[test]
+fn one_error_lists_every_problem() {
+    let dir = temp_dir("report");
+    let cfg = tiny(BlockKind::Bottleneck);
+    let path = dir.join("broken.safetensors");
+    write_checkpoint(&path, &cfg, DType::F32, |t| {
+        t.remove("layer2.1.conv2.weight");
+        t.remove("fc.bias");
+        t.insert(
+            "layer5.0.conv1.weight".into(),
+            Tensor::zeros((1, 1), DType::F32, &Device::Cpu).unwrap(),
+        );
+        t.insert(
+            "layer1.0.bn1.weight".into(),
+            Tensor::zeros(5, DType::F32, &Device::Cpu).unwrap(),
+        );
+        t.insert(
+            "layer1.0.bn1.bias".into(),
+            Tensor::zeros(4, DType::U8, &Device::Cpu).unwrap(),
+        );
+    });
+    let err = hub::load_safetensors(&path, &cfg, DType::F32, &Device::Cpu).unwrap_err();
+    let hub::LoadError::Mismatch(report) = &err else {
+        panic!("expected a mismatch report, got {err}")
+    };
+    assert_eq!(report.path, path);
+    assert_eq!(
+        report
+            .missing
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>(),
+        ["layer2.1.conv2.weight", "fc.bias"]
+    );
+    assert_eq!(report.unexpected, ["layer5.0.conv1.weight"]);
+    assert_eq!(report.shape_mismatches.len(), 1);
+    assert_eq!(report.shape_mismatches[0].name, "layer1.0.bn1.weight");
+    assert_eq!(
+        (
+            report.shape_mismatches[0].expected.as_slice(),
+            report.shape_mismatches[0].found.as_slice()
+        ),
+        (&[4usize][..], &[5usize][..])
+    );
+    assert_eq!(
+        report.bad_dtypes,
+        [("layer1.0.bn1.bias".to_string(), "U8".to_string())]
+    );
+    let msg = err.to_string();
+    for needle in [
+        path.display().to_string().as_str(),
+        "2 missing tensors",
+        "1 unexpected tensors",
+        "expected [4], file has [5]",
+        "U8",
+        "hint:",
+    ] {
+        assert!(msg.contains(needle), "message lacks {needle:?}:\n{msg}");
+    }
+}
+
+#[test]
+fn wrong_arch_names_the_matching_preset() {
+    // A resnet18-shaped file checked as resnet34: the report lists what resnet34 needs and says the file
+    // is a resnet18. Written from specs (45 MB of zeros would be slow; rand is fine at this size).
+    let dir = temp_dir("arch");
+    let path = dir.join("resnet18.safetensors");
+    write_checkpoint(&path, &ResNetConfig::resnet18(), DType::F16, |_| {});
+    let err = hub::load_safetensors(&path, &ResNetConfig::resnet34(), DType::F32, &Device::Cpu)
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("does not match architecture resnet34"),
+        "{msg}"
+    );
+    assert!(msg.contains("layer1.2.conv1.weight"), "{msg}");
+    assert!(msg.contains("the file matches resnet18"), "{msg}");
+    // And it loads as what it is, converting f16 to f32.
+    let model =
+        hub::load_safetensors(&path, &ResNetConfig::resnet18(), DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(model.dtype(), DType::F32);
+}
+
+#[test]
+fn not_safetensors_files_are_named() {
+    let dir = temp_dir("junk");
+    let cfg = tiny(BlockKind::Basic);
+    let cases: [(&str, &[u8], &str); 4] = [
+        ("empty.safetensors", b"", "is empty"),
+        (
+            "lfs.safetensors",
+            b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 1\n",
+            "Git LFS pointer",
+        ),
+        (
+            "page.safetensors",
+            b"<!DOCTYPE html><html><body>404</body></html>",
+            "HTML page",
+        ),
+        (
+            "junk.safetensors",
+            b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":1}",
+            "not a valid safetensors file",
+        ),
+    ];
+    for (name, bytes, needle) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let msg = hub::load_safetensors(&path, &cfg, DType::F32, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains(needle) && msg.contains(name), "{name}: {msg}");
+    }
+    let missing = dir.join("nope.safetensors");
+    let msg = hub::load_safetensors(&missing, &cfg, DType::F32, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("cannot read weights file") && msg.contains("nope.safetensors"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn tensor_specs_are_what_the_builder_reads() {
+    // The spec list used for strict checking must be exactly the set of tensors `ResNet::new` reads:
+    // build from a VarMap (which records every variable created) and compare.
+    for cfg in [
+        tiny(BlockKind::Basic),
+        tiny(BlockKind::Bottleneck),
+        ResNetConfig::resnet50(),
+    ] {
+        let varmap = candle_nn::VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        ResNet::new(&cfg, vb).unwrap();
+        let mut built: Vec<(String, Vec<usize>)> = varmap
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, v)| (n.clone(), v.dims().to_vec()))
+            .collect();
+        let mut specs: Vec<(String, Vec<usize>)> = ResNet::tensor_specs(&cfg)
+            .into_iter()
+            .map(|s| (s.name, s.shape))
+            .collect();
+        built.sort();
+        specs.sort();
+        assert_eq!(built, specs);
+    }
+}
+
+#[test]
+fn parameter_counts_equal_torchvision() {
+    // torchvision `weights.meta["num_params"]`.
+    for (name, params) in [
+        ("resnet18", 11_689_512),
+        ("resnet34", 21_797_672),
+        ("resnet50", 25_557_032),
+        ("resnet101", 44_549_160),
+        ("resnet152", 60_192_808),
+    ] {
+        assert_eq!(
+            ResNet::num_params(&ResNetConfig::preset(name).unwrap()),
+            params,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn feature_info_has_torchvision_strides() {
+    let info = ResNet::feature_info_for(&ResNetConfig::resnet50());
+    let got: Vec<(&str, usize, usize)> = info
+        .iter()
+        .map(|f| (f.name.as_str(), f.channels, f.reduction))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("act1", 64, 2),
+            ("layer1", 256, 4),
+            ("layer2", 512, 8),
+            ("layer3", 1024, 16),
+            ("layer4", 2048, 32)
+        ]
+    );
+}
+
+#[test]
+fn invalid_configs_and_inputs_are_errors() {
+    let bad = ResNetConfig {
+        groups: 32,
+        ..ResNetConfig::resnet18()
+    };
+    let vb = candle_nn::VarBuilder::zeros(DType::F32, &Device::Cpu);
+    let msg = ResNet::new(&bad, vb).unwrap_err().to_string();
+    assert!(msg.contains("BasicBlock only supports groups=1"), "{msg}");
+    let msg = ResNetConfig::preset("resnet05").unwrap_err().to_string();
+    assert!(
+        msg.contains("unknown architecture 'resnet05'") && msg.contains("did you mean 'resnet50'"),
+        "{msg}"
+    );
+
+    let model = ResNet::new(
+        &tiny(BlockKind::Basic),
+        candle_nn::VarBuilder::zeros(DType::F32, &Device::Cpu),
+    );
+    // zeros() gives running_var = 0, which is fine for shape checks (eps keeps sqrt positive).
+    let model = model.unwrap();
+    let gray = Tensor::zeros((1, 1, 32, 32), DType::F32, &Device::Cpu).unwrap();
+    let msg = model.forward(&gray).unwrap_err().to_string();
+    assert!(msg.contains("[batch, 3, height, width]"), "{msg}");
+    let msg = model
+        .forward_intermediates(
+            &Tensor::zeros((1, 3, 32, 32), DType::F32, &Device::Cpu).unwrap(),
+            &[7],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("feature index 7 out of range"), "{msg}");
+}
