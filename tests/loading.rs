@@ -1,6 +1,7 @@
 //! Strict loading: one report naming the file and every missing, unexpected, mis-shaped or
 //! wrongly-typed tensor, checked before the model is built. Uses small synthetic checkpoints written
 //! from the model's own tensor specs, so no Python is needed.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

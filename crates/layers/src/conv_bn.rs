@@ -76,8 +76,8 @@ impl ConvBn {
     /// Loads `conv.weight` and the BatchNorm tensors under `bn`, folds them, and casts to `conv`'s dtype.
     pub fn new(config: &ConvBnConfig, conv: VarBuilder, bn: VarBuilder) -> Result<Self> {
         if config.groups == 0
-            || config.in_channels % config.groups != 0
-            || config.out_channels % config.groups != 0
+            || !config.in_channels.is_multiple_of(config.groups)
+            || !config.out_channels.is_multiple_of(config.groups)
         {
             candle_core::bail!(
                 "conv {}: in_channels {} and out_channels {} must be divisible by groups {}",

@@ -57,8 +57,11 @@ impl ResNetConfig {
     }
 }
 
+/// A preset constructor.
+pub type Builder = fn() -> ResNetConfig;
+
 /// Every preset by name, in the order `resnet-zoo list` prints them.
-pub const PRESETS: &[(&str, fn() -> ResNetConfig)] = &[
+pub const PRESETS: &[(&str, Builder)] = &[
     ("resnet18", ResNetConfig::resnet18),
     ("resnet34", ResNetConfig::resnet34),
     ("resnet50", ResNetConfig::resnet50),

@@ -116,21 +116,38 @@ pub struct Rgb8 {
 
 /// Reads `path`, applies its EXIF orientation and converts it to RGB as PIL's `convert("RGB")` does:
 /// gray is replicated, alpha is dropped (not composited), palettes are expanded, 16-bit samples keep
-/// their high byte. Animated images give their first frame.
+/// their high byte. Animated images give their first frame. With the `libjpeg` feature (default),
+/// baseline and progressive YCbCr/gray JPEGs are decoded by libjpeg-turbo's decoder, giving the same
+/// pixels as PIL.
 pub fn load_rgb(path: impl AsRef<Path>, limits: &ImageLimits) -> Result<Rgb8, ImageError> {
     let path = path.as_ref();
-    let io = |source| ImageError::Io {
+    let bytes = std::fs::read(path).map_err(|source| ImageError::Io {
         path: path.to_path_buf(),
         source,
-    };
+    })?;
+    decode_rgb(&bytes, path, limits)
+}
+
+/// [`load_rgb`] on bytes already in memory; `path` only names the image in errors.
+pub fn decode_rgb(bytes: &[u8], path: &Path, limits: &ImageLimits) -> Result<Rgb8, ImageError> {
     let decode = |source| ImageError::Decode {
         path: path.to_path_buf(),
         source,
     };
-    let reader = ImageReader::open(path)
-        .map_err(io)?
+    if bytes.is_empty() {
+        return Err(ImageError::Empty {
+            path: path.to_path_buf(),
+            width: 0,
+            height: 0,
+        });
+    }
+    let reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(io)?;
+        .map_err(|source| ImageError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let format = reader.format();
     let mut decoder = reader.into_decoder().map_err(decode)?;
     let (width, height) = decoder.dimensions();
     if width == 0 || height == 0 {
@@ -140,11 +157,7 @@ pub fn load_rgb(path: impl AsRef<Path>, limits: &ImageLimits) -> Result<Rgb8, Im
             height,
         });
     }
-    let mut image_limits = Limits::default();
-    image_limits.max_image_width = Some(limits.max_side);
-    image_limits.max_image_height = Some(limits.max_side);
-    image_limits.max_alloc = Some(limits.max_alloc);
-    let too_large = ImageError::TooLarge {
+    let too_large = || ImageError::TooLarge {
         path: path.to_path_buf(),
         width,
         height,
@@ -155,16 +168,72 @@ pub fn load_rgb(path: impl AsRef<Path>, limits: &ImageLimits) -> Result<Rgb8, Im
         || height > limits.max_side
         || decoder.total_bytes() > limits.max_alloc
     {
-        return Err(too_large);
+        return Err(too_large());
     }
+    let mut image_limits = Limits::default();
+    image_limits.max_image_width = Some(limits.max_side);
+    image_limits.max_image_height = Some(limits.max_side);
+    image_limits.max_alloc = Some(limits.max_alloc);
     decoder.set_limits(image_limits).map_err(|e| match e {
-        image::ImageError::Limits(_) => too_large,
+        image::ImageError::Limits(_) => too_large(),
         e => decode(e),
     })?;
     let orientation = decoder.orientation().map_err(decode)?;
-    let mut image = DynamicImage::from_decoder(decoder).map_err(decode)?;
+    #[cfg(feature = "libjpeg")]
+    let color = decoder.color_type();
+    let image = match format {
+        #[cfg(feature = "libjpeg")]
+        Some(image::ImageFormat::Jpeg)
+            if matches!(color, image::ColorType::L8 | image::ColorType::Rgb8) =>
+        {
+            DynamicImage::ImageRgb8(libjpeg::decode_rgb(bytes, path)?)
+        }
+        _ => DynamicImage::from_decoder(decoder).map_err(decode)?,
+    };
+    let mut image = image;
     image.apply_orientation(orientation);
     Ok(to_rgb8_like_pil(image))
+}
+
+#[cfg(feature = "libjpeg")]
+mod libjpeg {
+    use std::path::Path;
+
+    use super::ImageError;
+
+    fn corrupt(path: &Path, msg: String) -> ImageError {
+        ImageError::Decode {
+            path: path.to_path_buf(),
+            source: image::ImageError::Decoding(image::error::DecodingError::new(
+                image::error::ImageFormatHint::Exact(image::ImageFormat::Jpeg),
+                msg,
+            )),
+        }
+    }
+
+    /// Decodes a YCbCr or grayscale JPEG to RGB with libjpeg's defaults (ISLOW IDCT, fancy
+    /// upsampling), which are PIL's. Gray is replicated to RGB by libjpeg, as `convert("RGB")` does.
+    pub fn decode_rgb(bytes: &[u8], path: &Path) -> Result<image::RgbImage, ImageError> {
+        let run = || -> std::io::Result<image::RgbImage> {
+            let mut img = mozjpeg::Decompress::new_mem(bytes)?.rgb()?;
+            let (w, h) = (img.width() as u32, img.height() as u32);
+            let pixels: Vec<[u8; 3]> = img.read_scanlines()?;
+            img.finish()?;
+            let raw: Vec<u8> = pixels.into_iter().flatten().collect();
+            image::RgbImage::from_raw(w, h, raw).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "fewer scanlines than the header declares",
+                )
+            })
+        };
+        // libjpeg reports fatal errors through a callback that mozjpeg turns into a panic; keep it in.
+        match std::panic::catch_unwind(run) {
+            Ok(Ok(img)) => Ok(img),
+            Ok(Err(e)) => Err(corrupt(path, e.to_string())),
+            Err(_) => Err(corrupt(path, "libjpeg could not decode the file".into())),
+        }
+    }
 }
 
 /// PIL `convert("RGB")` semantics for every pixel layout the decoders produce.

@@ -1,0 +1,37 @@
+# resnet-zoo developer entry points. `make test` is the one command that runs every test on a fresh
+# machine: it creates the Python venv (torch, torchvision: ~5.5 GB, a few minutes the first time),
+# generates the PyTorch parity fixtures into tests/fixtures/ (git-ignored), and runs the Rust tests
+# with optimisation (Candle is too slow unoptimised).
+
+PYTHON ?= python3
+VENV := .venv
+FIXTURES := tests/fixtures
+
+.PHONY: test venv fixtures check fmt clippy classify clean-fixtures
+
+test: fixtures
+	cargo test --release --workspace --all-targets
+	cargo test --release --workspace --doc
+
+$(VENV)/.installed: tests/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	# scikit-image only for its bundled photos (tests/data/images/make_images.py); no dependencies needed.
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps scikit-image==0.26.0
+	touch $@
+
+venv: $(VENV)/.installed
+
+fixtures: $(VENV)/.installed
+	$(VENV)/bin/python tests/parity/make_fixtures.py --out $(FIXTURES)
+
+check: fmt clippy
+
+fmt:
+	cargo fmt --all -- --check
+
+clippy:
+	cargo clippy --release --workspace --all-targets -- -D warnings
+
+clean-fixtures:
+	rm -rf $(FIXTURES)
