@@ -1,0 +1,406 @@
+"""Generate PyTorch/torchvision reference fixtures for the resnet-zoo parity tests.
+
+What it writes (into --out, default tests/fixtures/, which is git-ignored):
+
+  {P}.safetensors         state_dict of torchvision.models.{P}(weights=None) for
+                          P in resnet18/34/50/101/152, seeded, with every BatchNorm
+                          tensor (weight, bias, running_mean, running_var) made
+                          random and non-trivial (see randomise_batchnorm), and
+                          fc.bias ~ N(0, 0.1).
+  {P}.io.safetensors      inputs and float32 reference activations:
+                            input_224 [2,3,224,224], input_160x192 [1,3,160,192],
+                            and for S in {224, 160x192}:
+                            stem_S (after conv1/bn1/relu, before maxpool),
+                            layer1_S .. layer4_S, pooled_S [N,C], logits_S [N,1000].
+  resnet18_f64.safetensors                     resnet18 weights as float64
+                                               (expected outputs: resnet18.io.safetensors).
+  resnet18_{f16,bf16}.safetensors              resnet18 weights rounded to f16 / bf16.
+  resnet18_{f16,bf16}.io.safetensors           same inputs; outputs of a float32 model
+                                               loaded with those rounded weights.
+  images/{stem}.safetensors                    per photo in tests/data/images/:
+                                               rgb, resized_v1, v1, v2, logits_v1
+                                               (see make_image_fixture).
+  STAMP                                        hash of this script, the package
+                                               versions and the input photos.
+
+Run from the repository root:
+
+    .venv/bin/python tests/parity/make_fixtures.py --out tests/fixtures
+    .venv/bin/python tests/parity/make_fixtures.py --out tests/fixtures --force   # regenerate
+
+If STAMP matches and all files exist the script exits 0 at once. Everything is
+deterministic (fixed seeds, 2 CPU threads); files are written atomically.
+The pinned package versions live in tests/requirements.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import struct
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGES_DIR = REPO / "tests" / "data" / "images"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+PRESETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+# One seed per preset, picked so that check_logits passes (for resnet18 also on the
+# f16/bf16 copies, for resnet50 also on every photo in tests/data/images). If the
+# check rejects a model, change its seed here; never loosen the check.
+MODEL_SEED = {"resnet18": 1090, "resnet34": 1031, "resnet50": 1072, "resnet101": 1023, "resnet152": 1024}
+# Minimum gap between consecutive top-6 logits, relative to max|logits|. The
+# requirement is 1e-4; 1e-3 leaves margin for summation-order differences.
+MIN_TOP6_GAP_REL = 1e-3
+INPUT_SEED = 7
+# Input sizes: tag -> (N, H, W). "160x192" is H=160, W=192 (non-square on purpose).
+SIZES = {"224": (2, 224, 224), "160x192": (1, 160, 192)}
+# Activations captured by forward hooks: fixture name -> torchvision module attribute.
+TAPS = {"stem": "relu", "layer1": "layer1", "layer2": "layer2", "layer3": "layer3",
+        "layer4": "layer4", "pooled": "avgpool"}
+# BatchNorm calibration: a few random batches in train mode with momentum=None.
+CALIB_BATCHES, CALIB_N, CALIB_HW = 4, 4, 160
+# Extra resnet18 weight dtypes: file tag -> torch dtype name.
+LOW_PRECISION = {"f16": "float16", "bf16": "bfloat16"}
+PACKAGES = ("torch", "torchvision", "safetensors", "numpy", "pillow")
+
+
+# --------------------------------------------------------------------------- stamp
+# Only the standard library is used up to the up-to-date check, so a run with
+# nothing to do returns in well under a second instead of paying ~8 s of imports.
+
+def versions() -> dict[str, str]:
+    ver = {pkg: metadata.version(pkg) for pkg in PACKAGES}
+    ver["python"] = sys.version.split()[0]
+    return ver
+
+
+def image_files() -> list[Path]:
+    if not IMAGES_DIR.is_dir():
+        return []
+    return sorted(p for p in IMAGES_DIR.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def stamp_text() -> str:
+    """First line: sha256 over this script, package versions and input photos."""
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    ver = versions()
+    for k in sorted(ver):
+        h.update(f"{k}={ver[k]}\n".encode())
+    for p in image_files():
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    lines = [h.hexdigest()] + [f"# {k} {v}" for k, v in sorted(ver.items())]
+    return "\n".join(lines) + "\n"
+
+
+def expected_files(out: Path) -> list[Path]:
+    names = [f"{p}.safetensors" for p in PRESETS] + [f"{p}.io.safetensors" for p in PRESETS]
+    names += ["resnet18_f64.safetensors"]
+    names += [f"resnet18_{t}{s}" for t in LOW_PRECISION for s in (".safetensors", ".io.safetensors")]
+    names += [f"images/{p.stem}.safetensors" for p in image_files()]
+    return [out / n for n in names]
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description="Generate torchvision ResNet parity fixtures.")
+    ap.add_argument("--out", type=Path, default=REPO / "tests" / "fixtures")
+    ap.add_argument("--force", action="store_true", help="regenerate even if STAMP matches")
+    return ap.parse_args()
+
+
+def up_to_date(out: Path, force: bool) -> bool:
+    stamp_path = out / "STAMP"
+    return (not force and stamp_path.is_file() and stamp_path.read_text() == stamp_text()
+            and all(p.is_file() for p in expected_files(out)))
+
+
+if __name__ == "__main__":
+    ARGS = parse_args()
+    if up_to_date(ARGS.out, ARGS.force):
+        print(f"{ARGS.out}: fixtures up to date (STAMP matches)")
+        sys.exit(0)
+
+# Heavy imports, needed only when (re)generating.
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+from PIL import Image, ImageOps  # noqa: E402
+from safetensors.torch import save  # noqa: E402
+from torch import nn  # noqa: E402
+from torchvision.models import ResNet50_Weights  # noqa: E402
+from torchvision.transforms import functional as TF  # noqa: E402
+
+
+# --------------------------------------------------------------------------- utilities
+
+def serialize(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """safetensors bytes with the metadata keys sorted, so reruns are byte-identical.
+
+    safetensors emits __metadata__ in hash-map order, which changes from run to run;
+    the tensor entries and data are already in a fixed order. Data offsets are
+    relative to the end of the header, so re-emitting the header keeps them valid.
+    """
+    blob = save({k: v.detach().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # pad with spaces to 8-byte alignment, as safetensors does
+    return struct.pack("<Q", len(text)) + text + blob[8 + n:]
+
+
+def save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(serialize(tensors, metadata))
+    os.replace(tmp, path)
+
+
+def cast_floats(sd: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Cast floating tensors; integer ones (num_batches_tracked, int64) stay as they are."""
+    return {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
+
+
+# --------------------------------------------------------------------------- models
+
+def randomise_batchnorm(model: nn.Module, gen: torch.Generator) -> None:
+    """Make every BatchNorm non-trivial while keeping activations well-conditioned.
+
+    1. Calibrate: reset running stats, run CALIB_BATCHES random batches in train
+       mode with momentum=None (cumulative average), so running_mean/var match the
+       real per-channel statistics of this randomly initialised network.
+    2. Perturb all four tensors per channel:
+         weight        ~ U(0.5, 1.5)
+         bias          ~ N(0, 0.1)
+         running_mean += N(0, 0.1) * sqrt(running_var)   (a shift of ~0.1 std)
+         running_var  *= U(0.5, 2.0)
+       Each BN output stays O(1).
+    3. Damp the residual branches: the last BN of every block (bn2 in BasicBlock,
+       bn3 in Bottleneck) has weight and bias scaled by 1/sqrt(blocks in its stage).
+       Without this the post-ReLU residual stream drifts upward block after block
+       (resnet152's 36-block layer3 reached |x| ~ 1.3e3); with it, n blocks add
+       about n * (1/sqrt(n))^2 = 1 unit of variance per stage, and every stage
+       output of every preset stays at std ~ 0.5-1.5, |x| < ~20.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    with torch.no_grad():
+        for _ in range(CALIB_BATCHES):
+            model(torch.randn(CALIB_N, 3, CALIB_HW, CALIB_HW, generator=gen))
+        for bn in bns:
+            bn.momentum = 0.1  # back to the torchvision default (not part of the state_dict)
+            c = bn.num_features
+            bn.weight.copy_(torch.empty(c).uniform_(0.5, 1.5, generator=gen))
+            bn.bias.copy_(torch.randn(c, generator=gen) * 0.1)
+            bn.running_mean.add_(torch.randn(c, generator=gen) * 0.1 * bn.running_var.sqrt())
+            bn.running_var.mul_(torch.empty(c).uniform_(0.5, 2.0, generator=gen))
+        for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
+            damp = len(stage) ** -0.5
+            for block in stage:
+                last = block.bn3 if hasattr(block, "bn3") else block.bn2
+                last.weight.mul_(damp)
+                last.bias.mul_(damp)
+    model.eval()
+
+
+def build_model(preset: str) -> nn.Module:
+    """Seeded torchvision model with random BatchNorm tensors and fc.bias ~ N(0, 0.1).
+
+    fc.weight keeps torchvision's init. Pooled features are post-ReLU averages with
+    a large shared mean, so the logits of different random inputs share most of
+    their top-5 classes (the order differs). Centring fc on that mean to make the
+    top-5 input-dependent was tried and rejected: it needs |fc.bias| up to ~500
+    cancelling fc.weight @ pooled in resnet152, which is badly conditioned.
+    """
+    seed = MODEL_SEED[preset]
+    torch.manual_seed(seed)  # torchvision's own init draws from the global RNG
+    model = getattr(torchvision.models, preset)(weights=None)
+    gen = torch.Generator().manual_seed(seed)
+    randomise_batchnorm(model, gen)
+    with torch.no_grad():
+        model.fc.bias.copy_(torch.randn(model.fc.bias.shape, generator=gen) * 0.1)
+    return model
+
+
+def fresh_model(preset: str, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    model = getattr(torchvision.models, preset)(weights=None)
+    model.load_state_dict(state_dict)
+    return model.eval()
+
+
+def make_inputs() -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(INPUT_SEED)
+    return {f"input_{tag}": torch.randn(n, 3, h, w, generator=gen) for tag, (n, h, w) in SIZES.items()}
+
+
+@torch.no_grad()
+def run_with_taps(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Forward x, returning logits plus the TAPS activations (captured by forward hooks)."""
+    feats: dict[str, list[torch.Tensor]] = {k: [] for k in TAPS}
+    handles = [getattr(model, attr).register_forward_hook(
+        lambda _m, _i, out, key=key: feats[key].append(out.detach().clone()))
+        for key, attr in TAPS.items()]
+    try:
+        logits = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    for key, got in feats.items():  # model.relu must be the stem ReLU only, called once
+        assert len(got) == 1, f"{key}: module called {len(got)} times"
+    out = {k: v[0] for k, v in feats.items()}
+    out["pooled"] = torch.flatten(out["pooled"], 1)
+    # Cross-check the taps against the model's own forward.
+    assert torch.equal(model.fc(out["pooled"]), logits)
+    out["logits"] = logits
+    return out
+
+
+def check_logits(what: str, logits: torch.Tensor) -> tuple[float, float]:
+    """Finite, sensibly scaled, and top-6 well separated per row (so top-5 is stable)."""
+    logits = logits.reshape(-1, logits.shape[-1])
+    assert torch.isfinite(logits).all(), f"{what}: non-finite logits"
+    peak = logits.abs().max().item()
+    assert 1e-2 < peak < 1e4, f"{what}: max|logits| = {peak}"
+    top = logits.topk(6, dim=-1).values
+    gap = (top[:, :-1] - top[:, 1:]).min().item()
+    assert gap > MIN_TOP6_GAP_REL * peak, \
+        f"{what}: top-6 gap {gap} <= {MIN_TOP6_GAP_REL} * {peak}; change MODEL_SEED"
+    return peak, gap
+
+
+def io_tensors(model: nn.Module, inputs: dict[str, torch.Tensor], what: str) -> tuple[dict, list]:
+    tensors: dict[str, torch.Tensor] = dict(inputs)
+    stats = []
+    for tag in SIZES:
+        outs = run_with_taps(model, inputs[f"input_{tag}"])
+        for k, v in outs.items():
+            assert torch.isfinite(v).all(), f"{what} {k}_{tag}: non-finite"
+            tensors[f"{k}_{tag}"] = v
+        stats.append((tag, *check_logits(f"{what} {tag}", outs["logits"]),
+                      {k: outs[k].std().item() for k in ("stem", "layer1", "layer2", "layer3", "layer4")}))
+    return tensors, stats
+
+
+def print_stats(what: str, stats: list) -> None:
+    for tag, peak, gap, stds in stats:
+        s = " ".join(f"{k}={v:.2f}" for k, v in stds.items())
+        print(f"  {what:14} {tag:8} max|logits|={peak:8.4f} min top-6 gap={gap:.3e} "
+              f"({gap / peak:.1e} rel)  std: {s}")
+
+
+# --------------------------------------------------------------------------- images
+
+def load_like_a_user(path: Path) -> Image.Image:
+    """EXIF orientation first (it needs the original file's metadata), then RGB."""
+    with Image.open(path) as raw:
+        return ImageOps.exif_transpose(raw).convert("RGB")
+
+
+@torch.no_grad()
+def make_image_fixture(path: Path, resnet50: nn.Module, out: Path) -> tuple[str, float, float]:
+    """rgb [H,W,3] u8, resized_v1 [h,w,3] u8, v1/v2 [3,224,224] f32, logits_v1 [1000] f32."""
+    img = load_like_a_user(path)
+    t_v1 = ResNet50_Weights.IMAGENET1K_V1.transforms()  # resize 256, crop 224
+    t_v2 = ResNet50_Weights.IMAGENET1K_V2.transforms()  # resize 232, crop 224
+    v1, v2 = t_v1(img), t_v2(img)
+    # The resize step alone, with exactly the preset's arguments (PIL bilinear, antialias).
+    resized = TF.resize(img, t_v1.resize_size, interpolation=t_v1.interpolation, antialias=t_v1.antialias)
+    # resized_v1 must reproduce v1 through the remaining steps of the preset.
+    again = TF.normalize(TF.convert_image_dtype(TF.pil_to_tensor(TF.center_crop(resized, t_v1.crop_size)),
+                                                torch.float), t_v1.mean, t_v1.std)
+    assert torch.equal(again, v1), f"{path.name}: resize-only image does not reproduce v1"
+    logits = resnet50(v1.unsqueeze(0))[0]
+    peak, gap = check_logits(path.name, logits)
+    tensors = {
+        "rgb": torch.from_numpy(np.array(img, dtype=np.uint8)),
+        "resized_v1": torch.from_numpy(np.array(resized, dtype=np.uint8)),
+        "v1": v1, "v2": v2, "logits_v1": logits,
+    }
+    meta = {**versions(), "source": f"tests/data/images/{path.name}",
+            "decode": "PIL.ImageOps.exif_transpose(Image.open(path)).convert('RGB')",
+            "v1": "ResNet50_Weights.IMAGENET1K_V1.transforms(): resize 256 bilinear antialias, crop 224",
+            "v2": "ResNet50_Weights.IMAGENET1K_V2.transforms(): resize 232 bilinear antialias, crop 224",
+            "logits_v1": "resnet50.safetensors fixture model applied to v1"}
+    save_atomic(tensors, out / "images" / f"{path.stem}.safetensors", meta)
+    return f"{img.width}x{img.height} -> {resized.width}x{resized.height}", peak, gap
+
+
+# --------------------------------------------------------------------------- main
+
+def generate(out: Path) -> None:
+    torch.set_num_threads(2)
+    inputs = make_inputs()
+    common = {**versions(), "generator": "tests/parity/make_fixtures.py"}
+    resnet50_sd = None
+
+    for preset in PRESETS:
+        t0 = time.time()
+        model = build_model(preset)
+        sd = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        meta = {**common, "format": "pt", "preset": preset, "seed": str(MODEL_SEED[preset])}
+        save_atomic(sd, out / f"{preset}.safetensors", meta)
+        tensors, stats = io_tensors(model, inputs, preset)
+        save_atomic(tensors, out / f"{preset}.io.safetensors",
+                    {**meta, "input_seed": str(INPUT_SEED), "weights": f"{preset}.safetensors"})
+        print_stats(preset, stats)
+        print(f"  {preset}: {time.time() - t0:.1f}s")
+        if preset == "resnet18":
+            make_dtype_fixtures(sd, inputs, tensors, out, common)
+        if preset == "resnet50":
+            resnet50_sd = sd
+
+    assert resnet50_sd is not None
+    resnet50 = fresh_model("resnet50", resnet50_sd)
+    for path in image_files():
+        size, peak, gap = make_image_fixture(path, resnet50, out)
+        print(f"  image {path.name:22} {size:20} max|logits|={peak:.4f} min top-6 gap={gap:.3e}")
+
+
+def make_dtype_fixtures(sd: dict, inputs: dict, ref: dict, out: Path, common: dict) -> None:
+    """resnet18 weights in f64 (reuses resnet18.io) and f16/bf16 (own io files)."""
+    meta = {**common, "format": "pt", "preset": "resnet18", "seed": str(MODEL_SEED["resnet18"])}
+    sd64 = cast_floats(sd, torch.float64)
+    save_atomic(sd64, out / "resnet18_f64.safetensors", {**meta, "expected": "resnet18.io.safetensors"})
+    # Informational: how far a true float64 forward lands from the float32 reference.
+    m64 = fresh_model("resnet18", sd).double()
+    with torch.no_grad():
+        d = (m64(inputs["input_224"].double()).float() - ref["logits_224"]).abs().max().item()
+    print(f"  resnet18_f64: max|f64 forward - f32 logits_224| = {d:.2e}")
+
+    for tag, dtype_name in LOW_PRECISION.items():
+        low = cast_floats(sd, getattr(torch, dtype_name))
+        save_atomic(low, out / f"resnet18_{tag}.safetensors", meta)
+        model = fresh_model("resnet18", cast_floats(low, torch.float32))
+        tensors, stats = io_tensors(model, inputs, f"resnet18_{tag}")
+        save_atomic(tensors, out / f"resnet18_{tag}.io.safetensors",
+                    {**meta, "input_seed": str(INPUT_SEED), "weights": f"resnet18_{tag}.safetensors",
+                     "note": f"float32 forward with weights rounded to {tag}"})
+        print_stats(f"resnet18_{tag}", stats)
+        d = (tensors["logits_224"] - ref["logits_224"]).abs().max().item()
+        print(f"  resnet18_{tag}: max|logits_224 - f32 weights logits_224| = {d:.2e}")
+
+
+def main(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    stamp_path = out / "STAMP"
+    t0 = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    stamp_path.unlink(missing_ok=True)  # an interrupted run must not look complete
+    generate(out)
+    tmp = stamp_path.with_name("STAMP.tmp")
+    tmp.write_text(stamp_text())
+    os.replace(tmp, stamp_path)
+    print(f"{out}: fixtures written in {time.time() - t0:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(ARGS))
