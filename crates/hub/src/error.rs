@@ -5,7 +5,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be read (missing, a directory, no permission, ...).
-    #[error("cannot read weights file {path}: {source}")]
+    #[error("cannot read weights file {path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -21,7 +21,7 @@ pub enum LoadError {
     #[error("weights file {path} is an HTML page, not weights; the download probably saved an error or login page")]
     Html { path: PathBuf },
     /// The file is not a valid safetensors file.
-    #[error("weights file {path} is not a valid safetensors file: {source}; hint: PyTorch .pth checkpoints must be converted to safetensors first")]
+    #[error("weights file {path} is not a valid safetensors file (PyTorch .pth checkpoints must be converted to safetensors first)")]
     Format {
         path: PathBuf,
         #[source]
@@ -31,7 +31,7 @@ pub enum LoadError {
     #[error("{0}")]
     Mismatch(Box<MismatchReport>),
     /// The configuration is invalid, or building the model failed.
-    #[error("cannot build the model from {path}: {source}")]
+    #[error("cannot build the model from {path}")]
     Candle {
         path: PathBuf,
         #[source]
@@ -123,5 +123,64 @@ impl fmt::Display for MismatchReport {
             [] => write!(f, "\nhint: is this a checkpoint for another architecture or another naming scheme (torchvision names are expected)?"),
             names => write!(f, "\nhint: the file matches {}; pass that as --arch", names.join(", ")),
         }
+    }
+}
+
+/// Why pretrained weights could not be resolved, downloaded or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// `--model` names no row of the weights table.
+    #[error("unknown model '{name}'{suggestion}; `resnet-zoo list --pretrained` shows every name")]
+    UnknownModel { name: String, suggestion: String },
+    /// A row of the weights table is invalid (a bug in `weights/registry.toml`).
+    #[error("weights table row {row}: {reason}")]
+    Registry { row: String, reason: String },
+    /// A repository id, revision or file name that is not safe to use as a path.
+    #[error("invalid {what} '{value}': {reason}")]
+    InvalidName {
+        what: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    /// Offline mode and the file is not in the cache.
+    #[error("{target} is not in the cache {cache} and offline mode is on (--offline or HF_HUB_OFFLINE); run once with network access")]
+    NotCached {
+        /// `owner/name/file@revision`
+        target: String,
+        cache: PathBuf,
+    },
+    /// The Hub answered with an error or could not be reached.
+    #[error("downloading {target}{hint}")]
+    Http {
+        /// `owner/name/file from https://endpoint`
+        target: String,
+        hint: &'static str,
+        /// A connection failure or a 5xx answer: a cached copy may be used instead.
+        transient: bool,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The server sent something we refuse to trust (a header that is not a hash, a body whose size
+    /// or sha256 differs from the announced one).
+    #[error("downloading {target}: {reason}; nothing was written to the cache")]
+    Integrity { target: String, reason: String },
+    /// No data arrived for the configured timeout.
+    #[error("downloading {target}: no data for {seconds} s, giving up (set RESNET_ZOO_HUB_TIMEOUT to wait longer)")]
+    Timeout { target: String, seconds: u64 },
+    /// A cache file or folder could not be read or written.
+    #[error("cache {path}")]
+    Cache {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The downloaded file could not be loaded.
+    #[error(transparent)]
+    Load(Box<LoadError>),
+}
+
+impl From<LoadError> for HubError {
+    fn from(e: LoadError) -> Self {
+        HubError::Load(Box::new(e))
     }
 }

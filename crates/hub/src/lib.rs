@@ -1,6 +1,10 @@
 //! # resnet-zoo-hub
 //!
-//! Strict loading of ResNet checkpoints. Before a single tensor is read, the file's safetensors header
+//! Pretrained weights: the weights table ([`registry`], one row per `arch.tag`), downloads from the
+//! Hugging Face Hub into a verified cache ([`download`], feature `download`), and strict loading of
+//! ResNet checkpoints.
+//!
+//! Strict loading: Before a single tensor is read, the file's safetensors header
 //! is compared with the names, shapes and dtypes the [`ResNetConfig`] expects, and every missing
 //! tensor, unexpected tensor, shape mismatch and non-float dtype is reported in **one** error that names
 //! the file (PyTorch's `load_state_dict(strict=True)`, but before any work is done). Integer
@@ -23,8 +27,33 @@
 //!
 //! [`ResNetConfig`]: resnet_zoo_resnet::ResNetConfig
 
+pub mod cache;
+#[cfg(feature = "download")]
+pub mod download;
 mod error;
 mod load;
+pub mod registry;
 
-pub use error::{LoadError, MismatchReport, ShapeMismatch};
+#[cfg(feature = "download")]
+pub use download::{fetch, HubOptions, Progress};
+pub use error::{HubError, LoadError, MismatchReport, ShapeMismatch};
 pub use load::{check_header, load_safetensors, read_weights_file};
+pub use registry::{KeyMap, WeightsInfo};
+
+/// Resolves `name` in the weights table (`resnet50.tv2_in1k`, or `resnet50` for the arch's default
+/// row), downloads the file into the verified cache if needed, and loads it strictly. Returns the
+/// model and its row, whose [`WeightsInfo::preprocess`] is the matching preprocessing.
+#[cfg(feature = "download")]
+pub fn load_pretrained(
+    name: &str,
+    dtype: candle_core::DType,
+    device: &candle_core::Device,
+    options: &HubOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(resnet_zoo_resnet::ResNet, &'static WeightsInfo), HubError> {
+    let info = registry::find(name)?;
+    let cfg = info.config()?;
+    let path = fetch(options, &info.repo, &info.revision, &info.file, progress)?;
+    let model = load_safetensors(&path, &cfg, dtype, device)?;
+    Ok((model, info))
+}

@@ -149,6 +149,11 @@ impl ResNet {
         &self.feature_info
     }
 
+    /// The device the model's weights live on.
+    pub fn device(&self) -> &candle_core::Device {
+        self.stem_conv.weight().device()
+    }
+
     /// The dtype of the model's weights.
     pub fn dtype(&self) -> DType {
         self.stem_conv.weight().dtype()

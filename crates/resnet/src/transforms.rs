@@ -75,14 +75,14 @@ impl Default for ImageLimits {
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// The file could not be opened or read.
-    #[error("cannot read image {path}: {source}")]
+    #[error("cannot read image {path}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// The bytes are not an image in a supported format, or are corrupt or truncated.
-    #[error("cannot decode image {path}: {source} (supported: JPEG, PNG, WebP, GIF, BMP, TIFF)")]
+    #[error("cannot decode image {path} (supported: JPEG, PNG, WebP, GIF, BMP, TIFF)")]
     Decode {
         path: PathBuf,
         #[source]

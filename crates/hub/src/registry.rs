@@ -1,0 +1,189 @@
+//! The pretrained-weights table (`weights/registry.toml`, compiled in): one row per `arch.tag`.
+
+use std::str::FromStr;
+use std::sync::LazyLock;
+
+use resnet_zoo_resnet::transforms::{Interpolation, Preprocess};
+use resnet_zoo_resnet::ResNetConfig;
+use serde::Deserialize;
+
+use crate::error::HubError;
+
+/// How the tensors of a weights file are named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyMap {
+    /// torchvision `state_dict` names, which timm's ResNet, ResNeXt and Wide ResNet share.
+    Torchvision,
+}
+
+/// One pretrained checkpoint: where it lives, what it is, and how to feed it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightsInfo {
+    /// `arch.tag`, e.g. `resnet50.tv2_in1k`.
+    pub name: String,
+    /// Preset name, e.g. `resnet50`.
+    pub arch: String,
+    /// Hugging Face Hub repository, `owner/name`.
+    pub repo: String,
+    /// Branch, tag or 40-hex commit.
+    pub revision: String,
+    /// File in the repository.
+    pub file: String,
+    pub keymap: KeyMap,
+    pub num_classes: usize,
+    /// Side of the center crop.
+    pub input_size: usize,
+    /// `input_size / resize`: the shorter side is resized to `floor(input_size / crop_pct)`.
+    pub crop_pct: f64,
+    pub interpolation: InterpolationName,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// ImageNet-1k top-1 (%) published by the source at this preprocessing.
+    pub top1: f64,
+    /// ImageNet-1k top-5 (%), where published.
+    #[serde(default)]
+    pub top5: Option<f64>,
+    pub license: String,
+    /// Where the weights come from (recipe, paper).
+    pub source: String,
+    /// Whether `--model ARCH` picks this row.
+    #[serde(default)]
+    pub default: bool,
+}
+
+/// `interpolation` as written in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InterpolationName {
+    Bilinear,
+    Bicubic,
+}
+
+impl WeightsInfo {
+    /// The architecture these weights are for, with this row's classifier size.
+    pub fn config(&self) -> Result<ResNetConfig, HubError> {
+        let cfg = ResNetConfig::preset(&self.arch).map_err(|e| HubError::Registry {
+            row: self.name.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(cfg.with_num_classes(Some(self.num_classes)))
+    }
+
+    /// The shorter side before the crop, as timm computes it: `floor(input_size / crop_pct)`.
+    pub fn resize_size(&self) -> usize {
+        // A tiny epsilon keeps exact quotients (224 / 0.875 = 256) from flooring to 255 through
+        // binary rounding; timm's Python gets 256.0 exactly here too.
+        (self.input_size as f64 / self.crop_pct + 1e-9).floor() as usize
+    }
+
+    /// The preprocessing that belongs to these weights.
+    pub fn preprocess(&self) -> Preprocess {
+        Preprocess {
+            resize_size: self.resize_size(),
+            crop_size: self.input_size,
+            interpolation: match self.interpolation {
+                InterpolationName::Bilinear => Interpolation::Bilinear,
+                InterpolationName::Bicubic => Interpolation::Bicubic,
+            },
+            mean: self.mean,
+            std: self.std,
+            ..Preprocess::imagenet_v1()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Table {
+    weights: Vec<WeightsInfo>,
+}
+
+static TABLE: LazyLock<Result<Vec<WeightsInfo>, String>> = LazyLock::new(|| {
+    toml::from_str::<Table>(include_str!("../../../weights/registry.toml"))
+        .map(|t| t.weights)
+        .map_err(|e| e.to_string())
+});
+
+/// Every row of the weights table, in file order.
+pub fn all() -> Result<&'static [WeightsInfo], HubError> {
+    TABLE.as_deref().map_err(|e| HubError::Registry {
+        row: "weights/registry.toml".into(),
+        reason: e.clone(),
+    })
+}
+
+/// The row called `name` (`resnet50.tv2_in1k`), or the default row of an arch (`resnet50`).
+/// Unknown names are an error with the closest known names.
+pub fn find(name: &str) -> Result<&'static WeightsInfo, HubError> {
+    let rows = all()?;
+    let found = if name.contains('.') {
+        rows.iter().find(|w| w.name == name)
+    } else {
+        rows.iter().find(|w| w.arch == name && w.default)
+    };
+    found.ok_or_else(|| {
+        let names = rows
+            .iter()
+            .map(|w| w.name.as_str())
+            .chain(rows.iter().filter(|w| w.default).map(|w| w.arch.as_str()));
+        HubError::UnknownModel {
+            name: name.to_string(),
+            suggestion: resnet_zoo_resnet::suggest::did_you_mean(name, names),
+        }
+    })
+}
+
+impl FromStr for WeightsInfo {
+    type Err = HubError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        find(s).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_is_consistent() {
+        let rows = all().unwrap();
+        assert!(!rows.is_empty());
+        for w in rows {
+            let cfg = w.config().unwrap();
+            assert_eq!(cfg.num_classes, Some(w.num_classes));
+            assert!(w.name.starts_with(&format!("{}.", w.arch)), "{}", w.name);
+            assert!(w.repo.split('/').count() == 2, "{}", w.repo);
+            assert!((0.5..=1.0).contains(&w.crop_pct) && (0.0..=100.0).contains(&w.top1));
+            assert_eq!(
+                rows.iter().filter(|o| o.name == w.name).count(),
+                1,
+                "duplicate {}",
+                w.name
+            );
+        }
+        // Each arch with rows has exactly one default.
+        for w in rows {
+            let defaults = rows
+                .iter()
+                .filter(|o| o.arch == w.arch && o.default)
+                .count();
+            assert_eq!(defaults, 1, "{} has {defaults} default rows", w.arch);
+        }
+    }
+
+    #[test]
+    fn lookup_by_name_arch_and_typo() {
+        assert_eq!(find("resnet50.tv_in1k").unwrap().resize_size(), 256);
+        let tv2 = find("resnet50").unwrap();
+        assert_eq!(tv2.name, "resnet50.tv2_in1k");
+        assert_eq!(tv2.resize_size(), 232);
+        assert_eq!(find("resnet50.a1_in1k").unwrap().resize_size(), 235);
+        let err = find("resnet50.tv3_in1k").unwrap_err().to_string();
+        assert!(err.contains("resnet50.tv2_in1k"), "{err}");
+        let parsed: WeightsInfo = "resnet18.tv_in1k".parse().unwrap();
+        assert_eq!(parsed.arch, "resnet18");
+    }
+}

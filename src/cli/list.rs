@@ -1,0 +1,42 @@
+//! `resnet-zoo list [--pretrained]`.
+
+use std::process::ExitCode;
+
+use resnet_zoo::{hub, ResNet, ResNetConfig};
+
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    /// List the pretrained weights (the weights table) instead of the architectures.
+    #[arg(long)]
+    pub pretrained: bool,
+}
+
+pub fn run(args: &ListArgs) -> anyhow::Result<ExitCode> {
+    if args.pretrained {
+        println!(
+            "{:<22} {:<26} {:>6} {:>6} {:>10} {:<13} default",
+            "name", "hub repo", "top-1", "top-5", "resize/crop", "interp"
+        );
+        for w in hub::registry::all()? {
+            let top5 = w.top5.map_or("-".to_string(), |t| format!("{t:.3}"));
+            println!(
+                "{:<22} {:<26} {:>6.3} {:>6} {:>6}/{:<3} {:<13} {}",
+                w.name,
+                w.repo,
+                w.top1,
+                top5,
+                w.resize_size(),
+                w.input_size,
+                format!("{:?}", w.interpolation).to_lowercase(),
+                if w.default { "yes" } else { "" }
+            );
+        }
+    } else {
+        println!("{:<12} {:>12}", "arch", "params");
+        for name in resnet_zoo::presets::preset_names() {
+            let cfg = ResNetConfig::preset(name)?;
+            println!("{name:<12} {:>12}", ResNet::num_params(&cfg));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

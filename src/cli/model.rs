@@ -1,0 +1,122 @@
+//! `--model` / `--arch` / `--weights` / `--offline`: which weights to load and how to preprocess.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use candle_core::{DType, Device};
+use resnet_zoo::hub::{self, WeightsInfo};
+use resnet_zoo::transforms::Preprocess;
+use resnet_zoo::{ResNet, ResNetConfig};
+
+use super::Usage;
+
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
+    /// Pretrained weights by name, e.g. resnet50.tv2_in1k, or an arch for its default weights
+    /// (`resnet-zoo list --pretrained`). Downloaded once into the Hugging Face cache.
+    #[arg(long, conflicts_with = "arch")]
+    pub model: Option<String>,
+    /// Architecture of a local --weights file (`resnet-zoo list`).
+    #[arg(long, requires = "weights")]
+    pub arch: Option<String>,
+    /// Local .safetensors file (torchvision names); with --model, replaces the download.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Never use the network; the weights must be in the cache (also HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+    /// cpu, cuda[:N] or metal.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// A loaded model with the preprocessing that belongs to its weights.
+pub struct Loaded {
+    pub model: ResNet,
+    pub preprocess: Preprocess,
+    /// The weights' name for messages: `resnet50.tv2_in1k` or the file path.
+    pub name: String,
+}
+
+fn usage(e: impl std::fmt::Display) -> anyhow::Error {
+    Usage(e.to_string()).into()
+}
+
+/// A progress bar on stderr when it is a terminal; silent otherwise.
+fn progress_bar(label: &str) -> impl FnMut(hub::Progress) {
+    let tty = std::io::stderr().is_terminal();
+    let label = label.to_string();
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    move |p| {
+        if !tty {
+            return;
+        }
+        match p {
+            hub::Progress::Start { total } => {
+                let b = indicatif::ProgressBar::new(total);
+                if let Ok(style) = indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                ) {
+                    b.set_style(style.progress_chars("=> "));
+                }
+                b.set_message(format!("downloading {label}"));
+                bar = Some(b);
+            }
+            hub::Progress::Advance { done } => {
+                if let Some(b) = &bar {
+                    b.set_position(done);
+                }
+            }
+            hub::Progress::Finish => {
+                if let Some(b) = bar.take() {
+                    b.finish_and_clear();
+                }
+            }
+        }
+    }
+}
+
+impl ModelArgs {
+    /// Resolves the flags to a model, downloading if needed. Naming errors are usage errors.
+    pub fn load(&self) -> anyhow::Result<Loaded> {
+        let device: Device = resnet_zoo::device::parse_device(&self.device)
+            .map_err(|e| usage(format!("--device: {e}")))?;
+        match (&self.model, &self.arch, &self.weights) {
+            (Some(name), _, weights) => {
+                let info: &WeightsInfo = hub::registry::find(name).map_err(|e| usage(format!("--model: {e}")))?;
+                let cfg = info.config()?;
+                let model = match weights {
+                    Some(path) => hub::load_safetensors(path, &cfg, DType::F32, &device)?,
+                    None => self.download(info, &cfg, &device)?,
+                };
+                Ok(Loaded { model, preprocess: info.preprocess(), name: info.name.clone() })
+            }
+            (None, Some(arch), Some(path)) => {
+                let cfg = ResNetConfig::preset(arch).map_err(|e| usage(format!("--arch: {e}")))?;
+                let model = hub::load_safetensors(path, &cfg, DType::F32, &device)?;
+                Ok(Loaded { model, preprocess: Preprocess::imagenet_v1(), name: path.display().to_string() })
+            }
+            _ => Err(usage(
+                "give --model NAME (pretrained, e.g. resnet50.tv2_in1k) or --arch NAME --weights FILE",
+            )),
+        }
+    }
+
+    fn download(
+        &self,
+        info: &WeightsInfo,
+        cfg: &ResNetConfig,
+        device: &Device,
+    ) -> anyhow::Result<ResNet> {
+        let mut options = hub::HubOptions::from_env();
+        options.offline |= self.offline;
+        let path = hub::fetch(
+            &options,
+            &info.repo,
+            &info.revision,
+            &info.file,
+            &mut progress_bar(&info.name),
+        )?;
+        Ok(hub::load_safetensors(&path, cfg, DType::F32, device)?)
+    }
+}
