@@ -4,7 +4,9 @@
 # with optimisation (Candle is too slow unoptimised).
 
 PYTHON ?= python3
-VENV := .venv
+# The venv (torch, ~5.5 GB) lives outside the checkout so that clones on one machine share it; it is
+# created and brought up to tests/requirements.txt whenever missing or older than that file.
+VENV ?= $(HOME)/.cache/resnet-zoo/venv
 FIXTURES := tests/fixtures
 
 .PHONY: test venv fixtures check fmt clippy classify clean-fixtures
@@ -14,7 +16,7 @@ test: fixtures
 	cargo test --release --workspace --doc
 
 $(VENV)/.installed: tests/requirements.txt
-	$(PYTHON) -m venv $(VENV)
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	# scikit-image only for its bundled photos (tests/data/images/make_images.py); no dependencies needed.
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps scikit-image==0.26.0

@@ -18,12 +18,13 @@ pub fn run(args: &ListArgs) -> anyhow::Result<ExitCode> {
             "name", "hub repo", "top-1", "top-5", "resize/crop", "interp"
         );
         for w in hub::registry::all()? {
+            let top1 = w.top1.map_or("-".to_string(), |t| format!("{t:.3}"));
             let top5 = w.top5.map_or("-".to_string(), |t| format!("{t:.3}"));
             println!(
-                "{:<22} {:<26} {:>6.3} {:>6} {:>6}/{:<3} {:<13} {}",
+                "{:<22} {:<26} {:>6} {:>6} {:>6}/{:<3} {:<13} {}",
                 w.name,
                 w.repo,
-                w.top1,
+                top1,
                 top5,
                 w.resize_size(),
                 w.input_size,

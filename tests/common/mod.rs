@@ -14,7 +14,7 @@ pub fn fixtures_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"));
     assert!(
         dir.join("STAMP").exists(),
-        "PyTorch fixtures missing in {}: run `make test` (or `.venv/bin/python tests/parity/make_fixtures.py --out tests/fixtures`)",
+        "PyTorch fixtures missing in {}: run `make test` (or `make fixtures`)",
         dir.display()
     );
     dir

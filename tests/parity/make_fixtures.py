@@ -18,8 +18,21 @@ What it writes (into --out, default tests/fixtures/, which is git-ignored):
   resnet18_{f16,bf16}.io.safetensors           same inputs; outputs of a float32 model
                                                loaded with those rounded weights.
   images/{stem}.safetensors                    per photo in tests/data/images/:
-                                               rgb, resized_v1, v1, v2, logits_v1
+                                               rgb, resized_v1, v1, v2, logits_v1,
+                                               resized_bicubic_235, a1
                                                (see make_image_fixture).
+  {P}_hf.safetensors                           P in resnet50/resnet18: the {P}.safetensors
+                                               weights renamed to Hugging Face transformers'
+                                               ResNetForImageClassification state_dict (see
+                                               hf_key; checked with transformers' own forward
+                                               against {P}.io.safetensors).
+  resnet18_hf_headless.safetensors             the same as a headless transformers ResNetModel
+                                               (no classifier, no "resnet." prefix).
+  pth/*.pth, pth/strided_expected.safetensors  torch.save checkpoints for a pickle-free .pth
+                                               reader: plain, nn.Parameter, f16, nested, legacy
+                                               (non-zip), strided views, and malicious.pth,
+                                               whose pickle runs a shell command if unpickled:
+                                               never load it (see make_pth_fixtures).
   STAMP                                        hash of this script, the package
                                                versions and the input photos.
 
@@ -29,7 +42,9 @@ Run from the repository root:
     .venv/bin/python tests/parity/make_fixtures.py --out tests/fixtures --force   # regenerate
 
 If STAMP matches and all files exist the script exits 0 at once. Everything is
-deterministic (fixed seeds, 2 CPU threads); files are written atomically.
+deterministic (fixed seeds, 2 CPU threads); files are written atomically. All files
+are byte-identical across reruns except pth/legacy.pth, whose legacy format keys
+storages by memory address (the tensor values are still identical).
 The pinned package versions live in tests/requirements.txt.
 """
 
@@ -37,11 +52,15 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
+import pickletools
+import re
 import struct
 import sys
 import time
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
@@ -67,7 +86,27 @@ TAPS = {"stem": "relu", "layer1": "layer1", "layer2": "layer2", "layer3": "layer
 CALIB_BATCHES, CALIB_N, CALIB_HW = 4, 4, 160
 # Extra resnet18 weight dtypes: file tag -> torch dtype name.
 LOW_PRECISION = {"f16": "float16", "bf16": "bfloat16"}
-PACKAGES = ("torch", "torchvision", "safetensors", "numpy", "pillow")
+# timm's eval resize for crop_pct 0.95 (the resnet50.a1_in1k weights): shorter side
+# floor(224 / 0.95) = 235, bicubic, then centre crop 224.
+BICUBIC_RESIZE = 235
+# transformers.ResNetConfig arguments giving each preset torchvision's architecture.
+# downsample_in_bottleneck=False puts the stride on the 3x3 conv, as torchvision's
+# ResNet V1.5 does; the other defaults are asserted in hf_config.
+HF_ARCH = {
+    "resnet50": {"layer_type": "bottleneck", "depths": [3, 4, 6, 3],
+                 "hidden_sizes": [256, 512, 1024, 2048], "embedding_size": 64,
+                 "downsample_in_bottleneck": False, "num_labels": 1000},
+    "resnet18": {"layer_type": "basic", "depths": [2, 2, 2, 2],
+                 "hidden_sizes": [64, 128, 256, 512], "embedding_size": 64,
+                 "downsample_in_bottleneck": False, "num_labels": 1000},
+}
+# Relative tolerance (vs max|reference|) for transformers' forward against torchvision's.
+HF_MAX_DIFF_REL = 1e-5
+# torch.save checkpoints in pth/ (see make_pth_fixtures), and the file that unpickling
+# pth/malicious.pth would create.
+PTH_FILES = ("resnet18", "resnet18_params", "resnet18_f16", "nested", "malicious", "legacy", "strided")
+PWNED = Path("/tmp/resnet-zoo-pwned")
+PACKAGES = ("torch", "torchvision", "safetensors", "numpy", "pillow", "transformers")
 
 
 # --------------------------------------------------------------------------- stamp
@@ -103,6 +142,8 @@ def expected_files(out: Path) -> list[Path]:
     names += ["resnet18_f64.safetensors"]
     names += [f"resnet18_{t}{s}" for t in LOW_PRECISION for s in (".safetensors", ".io.safetensors")]
     names += [f"images/{p.stem}.safetensors" for p in image_files()]
+    names += [f"{p}_hf.safetensors" for p in HF_ARCH] + ["resnet18_hf_headless.safetensors"]
+    names += [f"pth/{n}.pth" for n in PTH_FILES] + ["pth/strided_expected.safetensors"]
     return [out / n for n in names]
 
 
@@ -129,9 +170,11 @@ if __name__ == "__main__":
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
+import transformers  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
-from safetensors.torch import save  # noqa: E402
+from safetensors.torch import load_file, save  # noqa: E402
 from torch import nn  # noqa: E402
+from torchvision import transforms as T  # noqa: E402
 from torchvision.models import ResNet50_Weights  # noqa: E402
 from torchvision.transforms import functional as TF  # noqa: E402
 
@@ -304,9 +347,16 @@ def load_like_a_user(path: Path) -> Image.Image:
         return ImageOps.exif_transpose(raw).convert("RGB")
 
 
+def crop_and_normalise(resized: Image.Image, crop: list[int], mean: list[float], std: list[float]) -> torch.Tensor:
+    """The steps after the resize: centre crop, uint8 -> float / 255, normalise."""
+    return TF.normalize(TF.convert_image_dtype(TF.pil_to_tensor(TF.center_crop(resized, crop)), torch.float),
+                        mean, std)
+
+
 @torch.no_grad()
 def make_image_fixture(path: Path, resnet50: nn.Module, out: Path) -> tuple[str, float, float]:
-    """rgb [H,W,3] u8, resized_v1 [h,w,3] u8, v1/v2 [3,224,224] f32, logits_v1 [1000] f32."""
+    """rgb [H,W,3] u8, resized_v1 [h,w,3] u8, v1/v2 [3,224,224] f32, logits_v1 [1000] f32,
+    resized_bicubic_235 [h,w,3] u8, a1 [3,224,224] f32."""
     img = load_like_a_user(path)
     t_v1 = ResNet50_Weights.IMAGENET1K_V1.transforms()  # resize 256, crop 224
     t_v2 = ResNet50_Weights.IMAGENET1K_V2.transforms()  # resize 232, crop 224
@@ -314,23 +364,273 @@ def make_image_fixture(path: Path, resnet50: nn.Module, out: Path) -> tuple[str,
     # The resize step alone, with exactly the preset's arguments (PIL bilinear, antialias).
     resized = TF.resize(img, t_v1.resize_size, interpolation=t_v1.interpolation, antialias=t_v1.antialias)
     # resized_v1 must reproduce v1 through the remaining steps of the preset.
-    again = TF.normalize(TF.convert_image_dtype(TF.pil_to_tensor(TF.center_crop(resized, t_v1.crop_size)),
-                                                torch.float), t_v1.mean, t_v1.std)
+    again = crop_and_normalise(resized, t_v1.crop_size, t_v1.mean, t_v1.std)
     assert torch.equal(again, v1), f"{path.name}: resize-only image does not reproduce v1"
+
+    # timm's eval transform for crop_pct 0.95 (resnet50.a1_in1k), built from torchvision
+    # transforms as timm builds it: Resize(floor(224 / 0.95), bicubic) -> CenterCrop(224)
+    # -> ToTensor (float / 255) -> Normalize(ImageNet mean/std).
+    bicubic = T.InterpolationMode.BICUBIC
+    t_a1 = T.Compose([T.Resize(BICUBIC_RESIZE, interpolation=bicubic, antialias=True), T.CenterCrop(224),
+                      T.ToTensor(), T.Normalize(t_v1.mean, t_v1.std)])
+    a1 = t_a1(img)
+    resized_bic = TF.resize(img, BICUBIC_RESIZE, interpolation=bicubic, antialias=True)
+    # On a PIL image that is exactly PIL's own bicubic resize (shorter side 235) ...
+    assert min(resized_bic.size) == BICUBIC_RESIZE, f"{path.name}: bicubic size {resized_bic.size}"
+    assert np.array_equal(np.array(resized_bic), np.array(img.resize(resized_bic.size, Image.Resampling.BICUBIC))), \
+        f"{path.name}: torchvision bicubic resize is not PIL's"
+    # ... and resized_bicubic_235 must reproduce a1 through the remaining steps.
+    again = crop_and_normalise(resized_bic, [224, 224], t_v1.mean, t_v1.std)
+    assert torch.equal(again, a1), f"{path.name}: resize-only image does not reproduce a1"
+
     logits = resnet50(v1.unsqueeze(0))[0]
     peak, gap = check_logits(path.name, logits)
     tensors = {
         "rgb": torch.from_numpy(np.array(img, dtype=np.uint8)),
         "resized_v1": torch.from_numpy(np.array(resized, dtype=np.uint8)),
         "v1": v1, "v2": v2, "logits_v1": logits,
+        "resized_bicubic_235": torch.from_numpy(np.array(resized_bic, dtype=np.uint8)),
+        "a1": a1,
     }
     meta = {**versions(), "source": f"tests/data/images/{path.name}",
             "decode": "PIL.ImageOps.exif_transpose(Image.open(path)).convert('RGB')",
             "v1": "ResNet50_Weights.IMAGENET1K_V1.transforms(): resize 256 bilinear antialias, crop 224",
             "v2": "ResNet50_Weights.IMAGENET1K_V2.transforms(): resize 232 bilinear antialias, crop 224",
-            "logits_v1": "resnet50.safetensors fixture model applied to v1"}
+            "logits_v1": "resnet50.safetensors fixture model applied to v1",
+            "resized_bicubic_235": "TF.resize(img, 235, BICUBIC, antialias=True) = PIL Image.resize BICUBIC",
+            "a1": "timm eval transform, crop_pct 0.95: Resize(235, bicubic), CenterCrop(224), ToTensor, "
+                  "Normalize(ImageNet mean/std)"}
     save_atomic(tensors, out / "images" / f"{path.stem}.safetensors", meta)
     return f"{img.width}x{img.height} -> {resized.width}x{resized.height}", peak, gap
+
+
+# --------------------------------------------------------------------------- Hugging Face transformers
+
+def hf_config(preset: str) -> transformers.ResNetConfig:
+    """ResNetConfig with torchvision's architecture; the defaults it relies on are asserted."""
+    config = transformers.ResNetConfig(**HF_ARCH[preset])
+    # Defaults that must match torchvision: 3 input channels, ReLU everywhere, no stride in
+    # stage 1 (its stride comes from the stem's max pool), and the V1.5 stride placement.
+    assert config.num_channels == 3 and config.hidden_act == "relu", config
+    assert config.downsample_in_first_stage is False and config.downsample_in_bottleneck is False, config
+    for k, v in HF_ARCH[preset].items():
+        assert getattr(config, k) == v, (k, getattr(config, k), v)
+    return config
+
+
+def hf_key(tv: str) -> str:
+    """torchvision ResNet state_dict key -> transformers ResNetForImageClassification key.
+
+    torchvision                      transformers
+    conv1.W                          resnet.embedder.embedder.convolution.W
+    bn1.B                            resnet.embedder.embedder.normalization.B
+    layer{i}.{j}.conv{k}.W           resnet.encoder.stages.{i-1}.layers.{j}.layer.{k-1}.convolution.W
+    layer{i}.{j}.bn{k}.B             resnet.encoder.stages.{i-1}.layers.{j}.layer.{k-1}.normalization.B
+    layer{i}.{j}.downsample.0.W      resnet.encoder.stages.{i-1}.layers.{j}.shortcut.convolution.W
+    layer{i}.{j}.downsample.1.B      resnet.encoder.stages.{i-1}.layers.{j}.shortcut.normalization.B
+    fc.{weight,bias}                 classifier.1.{weight,bias}   (classifier.0 is nn.Flatten)
+
+    W = weight; B = weight, bias, running_mean, running_var, num_batches_tracked.
+    A headless ResNetModel has the same keys without the "resnet." prefix and no classifier.
+    """
+    if m := re.fullmatch(r"(conv|bn)1\.(\w+)", tv):
+        kind = "convolution" if m[1] == "conv" else "normalization"
+        return f"resnet.embedder.embedder.{kind}.{m[2]}"
+    if m := re.fullmatch(r"fc\.(weight|bias)", tv):
+        return f"classifier.1.{m[1]}"
+    block = r"layer([1-4])\.(\d+)\."
+    if m := re.fullmatch(block + r"(conv|bn)([1-3])\.(\w+)", tv):
+        kind = "convolution" if m[3] == "conv" else "normalization"
+        return f"resnet.encoder.stages.{int(m[1]) - 1}.layers.{m[2]}.layer.{int(m[4]) - 1}.{kind}.{m[5]}"
+    if m := re.fullmatch(block + r"downsample\.([01])\.(\w+)", tv):
+        kind = "convolution" if m[3] == "0" else "normalization"
+        return f"resnet.encoder.stages.{int(m[1]) - 1}.layers.{m[2]}.shortcut.{kind}.{m[4]}"
+    raise KeyError(f"no transformers name for torchvision key {tv!r}")
+
+
+def load_renamed(model: nn.Module, tv_sd: dict[str, torch.Tensor], rename) -> dict[str, torch.Tensor]:
+    """Load tv_sd into model under rename(key); every model tensor must be covered exactly once."""
+    renamed = {rename(k): v for k, v in tv_sd.items()}
+    assert len(renamed) == len(tv_sd), "name mapping is not one-to-one"
+    want = model.state_dict()
+    assert set(renamed) == set(want), (sorted(set(renamed) ^ set(want)))[:10]
+    for k, v in renamed.items():
+        assert v.shape == want[k].shape and v.dtype == want[k].dtype, (k, v.shape, want[k].shape)
+    model.load_state_dict(renamed, strict=True)
+    model.eval()
+    got = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    assert all(torch.equal(got[k], v) for k, v in renamed.items())
+    return got
+
+
+def check_close(what: str, got: torch.Tensor, ref: torch.Tensor) -> float:
+    """max|got - ref| relative to max|ref|, asserted below HF_MAX_DIFF_REL."""
+    assert got.shape == ref.shape, (what, got.shape, ref.shape)
+    rel = ((got - ref).abs().max() / ref.abs().max()).item()
+    assert rel < HF_MAX_DIFF_REL, f"{what}: max diff {rel:.2e} of max|ref| >= {HF_MAX_DIFF_REL}"
+    return rel
+
+
+@torch.no_grad()
+def make_hf_fixtures(out: Path, common: dict) -> None:
+    """{P}_hf.safetensors (+ resnet18_hf_headless): fixture weights under transformers' names.
+
+    The renamed weights are loaded into transformers' own ResNet classes and their
+    forward must give the torchvision reference outputs in {P}.io.safetensors.
+    """
+    for preset in HF_ARCH:
+        tv_sd = load_file(out / f"{preset}.safetensors")
+        ref = load_file(out / f"{preset}.io.safetensors")
+        config = hf_config(preset)
+        arch = json.dumps({**HF_ARCH[preset], "hidden_act": config.hidden_act,
+                           "downsample_in_first_stage": config.downsample_in_first_stage}, sort_keys=True)
+        meta = {**common, "format": "pt", "preset": preset, "weights": f"{preset}.safetensors",
+                "expected": f"{preset}.io.safetensors", "config": arch}
+
+        model = transformers.ResNetForImageClassification(config)
+        sd = load_renamed(model, tv_sd, hf_key)
+        diffs = [check_close(f"{preset}_hf logits_{tag}", model(ref[f"input_{tag}"]).logits, ref[f"logits_{tag}"])
+                 for tag in SIZES]
+        save_atomic(sd, out / f"{preset}_hf.safetensors", {**meta, "class": "ResNetForImageClassification"})
+        print(f"  {preset}_hf: {len(sd)} tensors, max|logits - torchvision| / max|logits| = "
+              + ", ".join(f"{d:.1e} ({tag})" for d, tag in zip(diffs, SIZES)))
+
+        if preset == "resnet18":
+            headless = transformers.ResNetModel(config)
+            body = {k: v for k, v in tv_sd.items() if not k.startswith("fc.")}
+            sd = load_renamed(headless, body, lambda k: hf_key(k).removeprefix("resnet."))
+            diffs = []
+            for tag in SIZES:
+                o = headless(ref[f"input_{tag}"])
+                diffs.append(check_close(f"resnet18_hf_headless pooled_{tag}", o.pooler_output.flatten(1),
+                                         ref[f"pooled_{tag}"]))
+                diffs.append(check_close(f"resnet18_hf_headless layer4_{tag}", o.last_hidden_state,
+                                         ref[f"layer4_{tag}"]))
+            save_atomic(sd, out / "resnet18_hf_headless.safetensors", {**meta, "class": "ResNetModel"})
+            print(f"  resnet18_hf_headless: {len(sd)} tensors, pooled/layer4 max rel diff {max(diffs):.1e}")
+
+
+# --------------------------------------------------------------------------- .pth checkpoints
+
+class RunsShellOnLoad:
+    """Pickles as a call to os.system: unpickling it runs `touch /tmp/resnet-zoo-pwned`.
+
+    Only ever pickled (torch.save does not call it); pth/malicious.pth must never be loaded.
+    """
+
+    def __reduce__(self):
+        return (os.system, (f"touch {PWNED}",))
+
+
+def save_pth_atomic(obj, path: Path, **kwargs) -> None:
+    """torch.save to path.tmp, then rename. torch names the zip's root folder after the
+    file name up to its first ".", so it is e.g. "resnet18/" either way."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp, **kwargs)
+    os.replace(tmp, path)
+
+
+def pickle_globals(path: Path) -> list[str]:
+    """Sorted "module name" of every GLOBAL / STACK_GLOBAL in a torch.save file, found
+    with pickletools.genops alone (nothing is unpickled).
+
+    Zip format: the pickle is {root}/data.pkl. Legacy format: five pickles back to back
+    (magic number, protocol version, sys info, the object, storage keys), then raw data.
+    STACK_GLOBAL (protocol >= 4) takes its two strings from the stack; they are tracked
+    through the memo, which is enough for what pickle itself emits.
+    """
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            pkl = [n for n in z.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
+            assert len(pkl) == 1, pkl
+            streams, count = io.BytesIO(z.read(pkl[0])), 1
+    else:
+        streams, count = io.BytesIO(path.read_bytes()), 5
+    found: set[str] = set()
+    for _ in range(count):
+        pushed: list = []  # values pushed so far (None for anything that is not a string)
+        memo: dict = {}
+        for op, arg, _pos in pickletools.genops(streams):  # stops after this pickle's STOP
+            if op.name == "GLOBAL":
+                found.add(arg)
+            elif op.name == "STACK_GLOBAL":
+                found.add(f"{pushed[-2]} {pushed[-1]}")
+            if op.name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+                memo[len(memo) if op.name == "MEMOIZE" else arg] = pushed[-1] if pushed else None
+            elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+                pushed.append(memo.get(arg))
+            else:
+                is_str = isinstance(arg, str) and ("UNICODE" in op.name or "STRING" in op.name)
+                pushed.append(arg if is_str else None)
+    return sorted(found)
+
+
+@torch.no_grad()
+def make_pth_fixtures(out: Path, common: dict) -> None:
+    """pth/*.pth: torch.save files for a converter that reads them without unpickling.
+
+    resnet18.pth         model.state_dict() (OrderedDict with _metadata), default zip format.
+    resnet18_params.pth  dict(model.named_parameters()) (nn.Parameter, so
+                         torch._utils._rebuild_parameter) plus dict(model.named_buffers()).
+    resnet18_f16.pth     the state_dict with floating tensors in float16.
+    nested.pth           {"state_dict": sd, "epoch": 3, "arch": "resnet18"}.
+    malicious.pth        {"fc.weight", "fc.bias", "payload": RunsShellOnLoad()}: its pickle
+                         calls os.system (GLOBAL "posix system"). Never load it.
+    legacy.pth           the state_dict, _use_new_zipfile_serialization=False (not a zip).
+    strided.pth          {"transposed": fc.weight.t() (strides (1, 512)),
+                          "sliced": big[10:20] of a [30, 7] arange (storage offset 70)};
+                         torch.save keeps the views, storing each whole storage.
+    strided_expected.safetensors  the same two tensors made contiguous.
+
+    Every file but malicious.pth is read back with torch.load(weights_only=True) (the
+    restricted unpickler) and compared. All hold resnet18.safetensors values.
+    """
+    pth = out / "pth"
+    model = fresh_model("resnet18", load_file(out / "resnet18.safetensors"))
+    state = model.state_dict()
+    sd = dict(state)
+    strided = {"transposed": sd["fc.weight"].t(),
+               "sliced": torch.arange(30 * 7, dtype=torch.float32).reshape(30, 7)[10:20]}
+    assert not strided["transposed"].is_contiguous() and strided["sliced"].storage_offset() == 70
+    expected = {k: v.contiguous() for k, v in strided.items()}
+    save_atomic(expected, pth / "strided_expected.safetensors",
+                {**common, "format": "pt", "source": "pth/strided.pth", "note": "contiguous copies of its views"})
+
+    if PWNED.exists():  # left over from elsewhere: remove it so the check below means something
+        print(f"  removing pre-existing {PWNED}")
+        PWNED.unlink()
+    checkpoints = {
+        "resnet18": (state, {}),
+        "resnet18_params": ({**dict(model.named_parameters()), **dict(model.named_buffers())}, {}),
+        "resnet18_f16": (cast_floats(sd, torch.float16), {}),
+        "nested": ({"state_dict": sd, "epoch": 3, "arch": "resnet18"}, {}),
+        "malicious": ({"fc.weight": sd["fc.weight"], "fc.bias": sd["fc.bias"], "payload": RunsShellOnLoad()}, {}),
+        "legacy": (sd, {"_use_new_zipfile_serialization": False}),
+        "strided": (strided, {}),
+    }
+    assert tuple(checkpoints) == PTH_FILES
+    for name, (obj, kwargs) in checkpoints.items():
+        path = pth / f"{name}.pth"
+        save_pth_atomic(obj, path, **kwargs)
+        assert zipfile.is_zipfile(path) == (name != "legacy"), name
+        found = pickle_globals(path)
+        print(f"  pth/{name}.pth: {path.stat().st_size} bytes, globals: {', '.join(found)}")
+        if name == "malicious":
+            assert "posix system" in found, found  # the payload really is in the pickle
+            continue  # and it is never unpickled
+        assert "posix system" not in found, found
+        back = torch.load(path, map_location="cpu", weights_only=True)
+        if name == "nested":
+            assert back["epoch"] == 3 and back["arch"] == "resnet18"
+            back, obj = back["state_dict"], obj["state_dict"]
+        assert list(back) == list(obj), name
+        for k, v in obj.items():
+            assert type(back[k]) is type(v) and back[k].dtype == v.dtype and torch.equal(back[k], v), (name, k)
+            assert back[k].stride() == v.stride() and back[k].storage_offset() == v.storage_offset(), (name, k)
+        if name == "resnet18_params":
+            assert isinstance(back["conv1.weight"], nn.Parameter) and back["conv1.weight"].requires_grad
+    assert not PWNED.exists(), f"{PWNED} was created: something unpickled malicious.pth"
 
 
 # --------------------------------------------------------------------------- main
@@ -362,6 +662,10 @@ def generate(out: Path) -> None:
     for path in image_files():
         size, peak, gap = make_image_fixture(path, resnet50, out)
         print(f"  image {path.name:22} {size:20} max|logits|={peak:.4f} min top-6 gap={gap:.3e}")
+
+    # Both read the weights written above back from their files.
+    make_hf_fixtures(out, common)
+    make_pth_fixtures(out, common)
 
 
 def make_dtype_fixtures(sd: dict, inputs: dict, ref: dict, out: Path, common: dict) -> None:

@@ -60,6 +60,10 @@ pub struct MismatchReport {
     pub shape_mismatches: Vec<ShapeMismatch>,
     /// Tensors whose dtype is not a float type, with the dtype found.
     pub bad_dtypes: Vec<(String, String)>,
+    /// File tensors that the detected naming scheme does not map to any of ours.
+    pub unmapped: Vec<String>,
+    /// The detected naming scheme (`torchvision`, `transformers`).
+    pub scheme: &'static str,
     /// Presets whose tensors the file matches exactly, if any.
     pub matching_presets: Vec<String>,
 }
@@ -71,6 +75,7 @@ impl MismatchReport {
             && self.unexpected.is_empty()
             && self.shape_mismatches.is_empty()
             && self.bad_dtypes.is_empty()
+            && self.unmapped.is_empty()
     }
 }
 
@@ -99,14 +104,17 @@ impl fmt::Display for MismatchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "weights file {} does not match architecture {}:",
+            "weights file {} ({} names) does not match architecture {}:",
             self.path.display(),
+            self.scheme,
             self.arch
         )?;
         list(f, "missing tensors", &self.missing, |(n, s)| {
             format!("{n} {s:?}")
         })?;
         list(f, "unexpected tensors", &self.unexpected, |n| n.clone())?;
+        let unmapped = format!("tensors no {} rule maps", self.scheme);
+        list(f, &unmapped, &self.unmapped, |n| n.clone())?;
         list(f, "shape mismatches", &self.shape_mismatches, |m| {
             format!(
                 "{}: expected {:?}, file has {:?}",

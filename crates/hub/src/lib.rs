@@ -31,6 +31,7 @@ pub mod cache;
 #[cfg(feature = "download")]
 pub mod download;
 mod error;
+pub mod keymap;
 mod load;
 pub mod registry;
 

@@ -7,6 +7,7 @@ use resnet_zoo_resnet::{ResNet, ResNetConfig, PRESETS};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{LoadError, MismatchReport, ShapeMismatch};
+use crate::keymap::{self, Scheme};
 
 /// Integer buffers that PyTorch BatchNorm saves and inference never reads.
 fn is_ignored(name: &str) -> bool {
@@ -48,23 +49,49 @@ pub fn read_weights_file(path: &Path) -> Result<Vec<u8>, LoadError> {
     Ok(bytes)
 }
 
-/// `name -> (dtype, shape)` for every tensor of a safetensors header.
-fn header_table(tensors: &SafeTensors) -> BTreeMap<String, (Dtype, Vec<usize>)> {
-    tensors
-        .iter()
-        .map(|(name, view)| (name.to_string(), (view.dtype(), view.shape().to_vec())))
-        .collect()
+/// The header of a checkpoint in our names: `torchvision name -> (dtype, shape, name in the file)`,
+/// plus the file's names that the detected scheme does not map.
+struct Header {
+    scheme: Scheme,
+    table: BTreeMap<String, (Dtype, Vec<usize>, String)>,
+    unmapped: Vec<String>,
 }
 
-/// Names (and dtypes) of `table` that `cfg` does not match exactly, or an empty report.
-fn compare(table: &BTreeMap<String, (Dtype, Vec<usize>)>, cfg: &ResNetConfig) -> MismatchReport {
+fn header_table(tensors: &SafeTensors) -> Header {
+    let scheme = keymap::detect(tensors.names());
+    let mut table = BTreeMap::new();
+    let mut unmapped = Vec::new();
+    for (name, view) in tensors.iter() {
+        match keymap::map_name(scheme, name) {
+            // Two file tensors for one of ours: keep the first, report the second.
+            Some(ours) if table.contains_key(&ours) => unmapped.push(name.to_string()),
+            Some(ours) => {
+                table.insert(
+                    ours,
+                    (view.dtype(), view.shape().to_vec(), name.to_string()),
+                );
+            }
+            None => unmapped.push(name.to_string()),
+        }
+    }
+    unmapped.sort();
+    Header {
+        scheme,
+        table,
+        unmapped,
+    }
+}
+
+/// Everything in `header` that `cfg` does not match exactly, or an empty report.
+fn compare(header: &Header, cfg: &ResNetConfig) -> MismatchReport {
+    let table = &header.table;
     let specs = ResNet::tensor_specs(cfg);
     let mut report = MismatchReport::default();
     let expected: HashSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
     for spec in &specs {
         match table.get(&spec.name) {
             None => report.missing.push((spec.name.clone(), spec.shape.clone())),
-            Some((dtype, shape)) => {
+            Some((dtype, shape, _)) => {
                 if !is_float(*dtype) {
                     report
                         .bad_dtypes
@@ -80,10 +107,17 @@ fn compare(table: &BTreeMap<String, (Dtype, Vec<usize>)>, cfg: &ResNetConfig) ->
         }
     }
     report.unexpected = table
-        .keys()
-        .filter(|n| !expected.contains(n.as_str()) && !is_ignored(n))
+        .iter()
+        .filter(|(n, _)| !expected.contains(n.as_str()) && !is_ignored(n))
+        .map(|(_, (_, _, file_name))| file_name.clone())
+        .collect();
+    report.unmapped = header
+        .unmapped
+        .iter()
+        .filter(|n| !is_ignored(n))
         .cloned()
         .collect();
+    report.scheme = header.scheme.name();
     report
 }
 
@@ -95,8 +129,8 @@ pub fn check_header(
     cfg: &ResNetConfig,
     arch: &str,
 ) -> Result<(), LoadError> {
-    let table = header_table(tensors);
-    let mut report = compare(&table, cfg);
+    let header = header_table(tensors);
+    let mut report = compare(&header, cfg);
     if report.is_empty() {
         return Ok(());
     }
@@ -105,8 +139,8 @@ pub fn check_header(
     report.matching_presets = PRESETS
         .iter()
         .filter(|(_, build)| {
-            compare(&table, &build().with_num_classes(cfg.num_classes)).is_empty()
-                || compare(&table, &build()).is_empty()
+            compare(&header, &build().with_num_classes(cfg.num_classes)).is_empty()
+                || compare(&header, &build()).is_empty()
         })
         .map(|(name, _)| name.to_string())
         .collect();
@@ -134,6 +168,24 @@ pub fn load_safetensors(
         source,
     })?;
     check_header(path, &tensors, cfg, arch)?;
+    let header = header_table(&tensors);
     let vb = VarBuilder::from_slice_safetensors(&bytes, dtype, device).map_err(candle)?;
+    let vb = match header.scheme {
+        Scheme::Torchvision => vb,
+        // The model asks for torchvision names; read the file's own.
+        _ => {
+            let to_file: std::collections::HashMap<String, String> = header
+                .table
+                .into_iter()
+                .map(|(ours, (_, _, theirs))| (ours, theirs))
+                .collect();
+            vb.rename_f(move |ours: &str| {
+                to_file
+                    .get(ours)
+                    .cloned()
+                    .unwrap_or_else(|| ours.to_string())
+            })
+        }
+    };
     ResNet::new(cfg, vb).map_err(candle)
 }

@@ -15,6 +15,8 @@ use crate::error::HubError;
 pub enum KeyMap {
     /// torchvision `state_dict` names, which timm's ResNet, ResNeXt and Wide ResNet share.
     Torchvision,
+    /// Hugging Face transformers names (`microsoft/resnet-*`), mapped by [`crate::keymap`].
+    Transformers,
 }
 
 /// One pretrained checkpoint: where it lives, what it is, and how to feed it.
@@ -40,8 +42,9 @@ pub struct WeightsInfo {
     pub interpolation: InterpolationName,
     pub mean: [f32; 3],
     pub std: [f32; 3],
-    /// ImageNet-1k top-1 (%) published by the source at this preprocessing.
-    pub top1: f64,
+    /// ImageNet-1k top-1 (%) published by the source at this preprocessing, where published.
+    #[serde(default)]
+    pub top1: Option<f64>,
     /// ImageNet-1k top-5 (%), where published.
     #[serde(default)]
     pub top5: Option<f64>,
@@ -118,11 +121,10 @@ pub fn all() -> Result<&'static [WeightsInfo], HubError> {
 /// Unknown names are an error with the closest known names.
 pub fn find(name: &str) -> Result<&'static WeightsInfo, HubError> {
     let rows = all()?;
-    let found = if name.contains('.') {
-        rows.iter().find(|w| w.name == name)
-    } else {
-        rows.iter().find(|w| w.arch == name && w.default)
-    };
+    let found = rows
+        .iter()
+        .find(|w| w.name == name)
+        .or_else(|| rows.iter().find(|w| w.arch == name && w.default));
     found.ok_or_else(|| {
         let names = rows
             .iter()
@@ -154,9 +156,19 @@ mod tests {
         for w in rows {
             let cfg = w.config().unwrap();
             assert_eq!(cfg.num_classes, Some(w.num_classes));
-            assert!(w.name.starts_with(&format!("{}.", w.arch)), "{}", w.name);
+            // `arch.tag`, or the Hub repo id itself for repos outside timm's naming.
+            assert!(
+                w.name.starts_with(&format!("{}.", w.arch)) || w.name == w.repo,
+                "{}",
+                w.name
+            );
             assert!(w.repo.split('/').count() == 2, "{}", w.repo);
-            assert!((0.5..=1.0).contains(&w.crop_pct) && (0.0..=100.0).contains(&w.top1));
+            assert!((0.5..=1.0).contains(&w.crop_pct));
+            assert!(
+                w.top1.is_none_or(|t| (0.0..=100.0).contains(&t)),
+                "{}",
+                w.name
+            );
             assert_eq!(
                 rows.iter().filter(|o| o.name == w.name).count(),
                 1,
@@ -185,5 +197,10 @@ mod tests {
         assert!(err.contains("resnet50.tv2_in1k"), "{err}");
         let parsed: WeightsInfo = "resnet18.tv_in1k".parse().unwrap();
         assert_eq!(parsed.arch, "resnet18");
+        let hf = find("microsoft/resnet-50").unwrap();
+        assert_eq!(
+            (hf.arch.as_str(), hf.keymap),
+            ("resnet50", KeyMap::Transformers)
+        );
     }
 }

@@ -1,0 +1,192 @@
+//! Foreign tensor names, mapped onto ours (torchvision's) in one table per scheme.
+//!
+//! The model only ever sees torchvision names. A checkpoint's scheme is detected from its keys;
+//! each scheme is an ordered list of rules `(pattern, replacement)` over dot-separated names, where
+//! `{s}`, `{b}`, `{k}` capture integers (`{s+1}`, `{k+1}` write them shifted) and a trailing `*`
+//! captures the rest of the name.
+
+/// How a checkpoint names its tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// torchvision `state_dict` names, shared by timm's ResNet, ResNeXt and Wide ResNet: no mapping.
+    Torchvision,
+    /// Hugging Face transformers `ResNetForImageClassification` (`resnet.` prefix, `classifier.1`) or
+    /// a bare `ResNetModel` (no prefix): `microsoft/resnet-*`.
+    Transformers,
+}
+
+impl Scheme {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Torchvision => "torchvision",
+            Scheme::Transformers => "transformers",
+        }
+    }
+
+    fn rules(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Scheme::Torchvision => &[],
+            Scheme::Transformers => TRANSFORMERS,
+        }
+    }
+}
+
+/// transformers `modeling_resnet.py` -> torchvision. Stages and convs count from 0 there, from 1 here.
+const TRANSFORMERS: &[(&str, &str)] = &[
+    ("embedder.embedder.convolution.weight", "conv1.weight"),
+    ("embedder.embedder.normalization.*", "bn1.*"),
+    (
+        "encoder.stages.{s}.layers.{b}.layer.{k}.convolution.weight",
+        "layer{s+1}.{b}.conv{k+1}.weight",
+    ),
+    (
+        "encoder.stages.{s}.layers.{b}.layer.{k}.normalization.*",
+        "layer{s+1}.{b}.bn{k+1}.*",
+    ),
+    (
+        "encoder.stages.{s}.layers.{b}.shortcut.convolution.weight",
+        "layer{s+1}.{b}.downsample.0.weight",
+    ),
+    (
+        "encoder.stages.{s}.layers.{b}.shortcut.normalization.*",
+        "layer{s+1}.{b}.downsample.1.*",
+    ),
+    // `classifier.0` is a Flatten (no parameters).
+    ("classifier.1.*", "fc.*"),
+];
+
+/// The scheme of a checkpoint with these tensor names.
+pub fn detect<'a>(names: impl IntoIterator<Item = &'a str>) -> Scheme {
+    let transformers = names.into_iter().any(|n| {
+        n.starts_with("resnet.embedder.")
+            || n.starts_with("embedder.embedder.")
+            || n.starts_with("resnet.encoder.")
+    });
+    if transformers {
+        Scheme::Transformers
+    } else {
+        Scheme::Torchvision
+    }
+}
+
+/// Our (torchvision) name for a checkpoint tensor, or `None` when no rule of the scheme maps it.
+pub fn map_name(scheme: Scheme, name: &str) -> Option<String> {
+    let rules = scheme.rules();
+    if rules.is_empty() {
+        return Some(name.to_string());
+    }
+    // transformers' classification model prefixes its backbone with `resnet.`.
+    let name = name.strip_prefix("resnet.").unwrap_or(name);
+    rules
+        .iter()
+        .find_map(|(pattern, replacement)| apply(pattern, replacement, name))
+}
+
+fn apply(pattern: &str, replacement: &str, name: &str) -> Option<String> {
+    let mut ints: Vec<(char, usize)> = Vec::new();
+    let mut rest = None;
+    let mut parts = name.split('.');
+    for p in pattern.split('.') {
+        if p == "*" {
+            let tail: Vec<&str> = parts.by_ref().collect();
+            if tail.is_empty() {
+                return None;
+            }
+            rest = Some(tail.join("."));
+            break;
+        }
+        let seg = parts.next()?;
+        match p.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            Some(var) => {
+                let value: usize = seg.parse().ok()?;
+                ints.push((var.chars().next()?, value));
+            }
+            None if p == seg => {}
+            None => return None,
+        }
+    }
+    if rest.is_none() && parts.next().is_some() {
+        return None;
+    }
+    let mut out = replacement.to_string();
+    for (var, value) in ints {
+        out = out.replace(&format!("{{{var}+1}}"), &(value + 1).to_string());
+        out = out.replace(&format!("{{{var}}}"), &value.to_string());
+    }
+    if let Some(rest) = rest {
+        out = out.replace('*', &rest);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transformers_names_map_to_torchvision() {
+        let cases = [
+            (
+                "resnet.embedder.embedder.convolution.weight",
+                "conv1.weight",
+            ),
+            (
+                "resnet.embedder.embedder.normalization.running_var",
+                "bn1.running_var",
+            ),
+            (
+                "resnet.encoder.stages.0.layers.0.layer.2.convolution.weight",
+                "layer1.0.conv3.weight",
+            ),
+            (
+                "resnet.encoder.stages.3.layers.2.layer.0.normalization.bias",
+                "layer4.2.bn1.bias",
+            ),
+            (
+                "resnet.encoder.stages.1.layers.0.shortcut.convolution.weight",
+                "layer2.0.downsample.0.weight",
+            ),
+            (
+                "resnet.encoder.stages.1.layers.0.shortcut.normalization.num_batches_tracked",
+                "layer2.0.downsample.1.num_batches_tracked",
+            ),
+            ("classifier.1.weight", "fc.weight"),
+            (
+                "encoder.stages.2.layers.5.layer.1.convolution.weight",
+                "layer3.5.conv2.weight",
+            ),
+        ];
+        for (hf, tv) in cases {
+            assert_eq!(
+                map_name(Scheme::Transformers, hf).as_deref(),
+                Some(tv),
+                "{hf}"
+            );
+        }
+        for unmapped in [
+            "resnet.pooler.weight",
+            "classifier.2.weight",
+            "resnet.encoder.stages.x.layers.0.layer.0.convolution.weight",
+            "resnet.embedder.embedder.convolution.weight.extra",
+        ] {
+            assert_eq!(map_name(Scheme::Transformers, unmapped), None, "{unmapped}");
+        }
+    }
+
+    #[test]
+    fn detection_looks_at_the_keys() {
+        assert_eq!(detect(["conv1.weight", "fc.bias"]), Scheme::Torchvision);
+        assert_eq!(
+            detect(["resnet.embedder.embedder.convolution.weight"]),
+            Scheme::Transformers
+        );
+        assert_eq!(
+            detect(["embedder.embedder.convolution.weight"]),
+            Scheme::Transformers
+        );
+        assert_eq!(
+            map_name(Scheme::Torchvision, "layer1.0.conv1.weight").as_deref(),
+            Some("layer1.0.conv1.weight")
+        );
+    }
+}

@@ -1,0 +1,241 @@
+//! The `resnet-zoo` binary: output formats, per-image errors and exit codes (0 ok, 1 some inputs
+//! failed, 2 usage).
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_resnet-zoo"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .env(
+            "HF_HUB_CACHE",
+            std::env::temp_dir().join("resnet-zoo-cli-empty-cache"),
+        )
+        .output()
+        .unwrap()
+}
+
+fn image(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/images")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn weights() -> String {
+    common::fixture("resnet18.safetensors")
+        .display()
+        .to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn json_has_one_element_per_image_and_bad_images_do_not_stop_the_batch() {
+    let dir = std::env::temp_dir().join(format!("resnet-zoo-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let corrupt: PathBuf = dir.join("corrupt.jpg");
+    std::fs::write(&corrupt, b"\xff\xd8\xff\xe0 this is not really a jpeg").unwrap();
+    let missing = dir.join("missing.png");
+    let out = run(&[
+        "classify",
+        "--arch",
+        "resnet18",
+        "--weights",
+        &weights(),
+        "--json",
+        "--top-k",
+        "3",
+        &image("chelsea.jpg"),
+        corrupt.to_str().unwrap(),
+        missing.to_str().unwrap(),
+        &image("coffee.png"),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let items = json.as_array().unwrap();
+    assert_eq!(items.len(), 4);
+    assert_eq!(items[0]["image"], image("chelsea.jpg"));
+    assert_eq!(items[3]["image"], image("coffee.png"));
+    for good in [&items[0], &items[3]] {
+        let top = good["top"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        let probs: Vec<f64> = top
+            .iter()
+            .map(|p| p["probability"].as_f64().unwrap())
+            .collect();
+        assert!(
+            probs.windows(2).all(|w| w[0] >= w[1]) && probs.iter().all(|&p| p > 0.0 && p <= 1.0)
+        );
+        let index = top[0]["index"].as_u64().unwrap() as usize;
+        assert_eq!(top[0]["label"], resnet_zoo::imagenet::label(index).unwrap());
+    }
+    assert!(items[1]["error"].as_str().unwrap().contains("corrupt.jpg"));
+    assert!(items[2]["error"].as_str().unwrap().contains("missing.png"));
+    assert!(
+        stderr(&out).contains("2 of 4 images failed"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn text_output_lists_top_k_per_image() {
+    let out = run(&[
+        "classify",
+        "--arch",
+        "resnet18",
+        "--weights",
+        &weights(),
+        &image("coffee_small.jpg"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    assert!(lines[0].ends_with("coffee_small.jpg"));
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l.contains('%') && l.trim_end().ends_with(')')),
+        "{text}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_with_the_flag_named() {
+    let w = weights();
+    let img = image("chelsea.jpg");
+    for (args, needle) in [
+        (
+            vec![
+                "classify",
+                "--arch",
+                "resnet18",
+                "--weights",
+                &w,
+                "--top-k",
+                "0",
+                &img,
+            ],
+            "--top-k",
+        ),
+        (
+            vec![
+                "classify",
+                "--arch",
+                "resnet18",
+                "--weights",
+                &w,
+                "--crop",
+                "0",
+                &img,
+            ],
+            "--crop",
+        ),
+        (
+            vec!["classify", "--arch", "resnet19", "--weights", &w, &img],
+            "did you mean 'resnet18'",
+        ),
+        (
+            vec!["classify", "--model", "resnet50.tv3_in1k", &img],
+            "unknown model",
+        ),
+        (
+            vec![
+                "classify",
+                "--arch",
+                "resnet18",
+                "--weights",
+                &w,
+                "--device",
+                "cuda",
+                &img,
+            ],
+            "--features cuda",
+        ),
+        (
+            vec![
+                "classify",
+                "--arch",
+                "resnet18",
+                "--weights",
+                &w,
+                "--device",
+                "tpu",
+                &img,
+            ],
+            "unknown device",
+        ),
+        (vec!["classify", &img], "--model"),
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn model_failures_exit_1_with_the_file_named() {
+    let img = image("chelsea.jpg");
+    // Wrong architecture for the file: the strict-loading report, not a panic.
+    let out = run(&[
+        "classify",
+        "--arch",
+        "resnet34",
+        "--weights",
+        &weights(),
+        &img,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("does not match architecture resnet34")
+            && err.contains("the file matches resnet18"),
+        "{err}"
+    );
+    // Offline with an empty cache.
+    let out = run(&["classify", "--model", "resnet50.tv2_in1k", &img]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("offline mode is on"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn list_prints_presets_and_pretrained_rows() {
+    let out = run(&["list"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("resnet50") && text.contains("25557032"),
+        "{text}"
+    );
+    let out = run(&["list", "--pretrained"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    for w in resnet_zoo::hub::registry::all().unwrap() {
+        assert!(text.contains(&w.name), "{} missing:\n{text}", w.name);
+    }
+}
+
+#[test]
+fn docs_weights_page_lists_every_row() {
+    let page =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/weights.md"))
+            .unwrap();
+    for w in resnet_zoo::hub::registry::all().unwrap() {
+        assert!(
+            page.contains(&format!("`{}`", w.name)),
+            "docs/weights.md lacks {}",
+            w.name
+        );
+    }
+}
