@@ -25,6 +25,8 @@ enum Command {
     Classify(cli::classify::ClassifyArgs),
     /// List the architectures, or with --pretrained the pretrained weights.
     List(cli::list::ListArgs),
+    /// Convert a PyTorch .pth checkpoint to .safetensors without Python and without running its code.
+    Convert(cli::convert::ConvertArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Classify(args) => cli::classify::run(args),
         Command::List(args) => cli::list::run(args),
+        Command::Convert(args) => cli::convert::run(args),
     };
     match result {
         Ok(code) => code,

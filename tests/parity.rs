@@ -133,3 +133,47 @@ fn headless_model_reports_classifier_tensors() {
         "{msg}"
     );
 }
+
+/// Hugging Face transformers checkpoints (`microsoft/resnet-*` naming) load through the key map and
+/// give the torchvision outputs; the reference file was written by transformers' own
+/// `ResNetForImageClassification`, whose logits the harness checked against torchvision's.
+#[test]
+fn transformers_names_load_through_the_key_map() {
+    for (file, preset, io) in [
+        (
+            "resnet50_hf.safetensors",
+            "resnet50",
+            "resnet50.io.safetensors",
+        ),
+        (
+            "resnet18_hf.safetensors",
+            "resnet18",
+            "resnet18.io.safetensors",
+        ),
+    ] {
+        let cfg = ResNetConfig::preset(preset).unwrap();
+        let model =
+            hub::load_safetensors(common::fixture(file), &cfg, DType::F32, &Device::Cpu).unwrap();
+        check_outputs(file, &model, io, TOL);
+    }
+    // A headless `ResNetModel` (no prefix, no classifier) loads as a headless backbone.
+    let cfg = ResNetConfig::resnet18().with_num_classes(None);
+    let path = common::fixture("resnet18_hf_headless.safetensors");
+    let model = hub::load_safetensors(&path, &cfg, DType::F32, &Device::Cpu).unwrap();
+    let t = load_tensors("resnet18.io.safetensors");
+    let pooled = model.forward(&t["input_224"]).unwrap();
+    assert!(rel_err(&pooled, &t["pooled_224"]) <= TOL);
+    // Loaded as the wrong depth, the report names the detected scheme.
+    let err = hub::load_safetensors(
+        &path,
+        &ResNetConfig::resnet34().with_num_classes(None),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("(transformers names)") && err.contains("layer1.2.conv1.weight"),
+        "{err}"
+    );
+}

@@ -146,3 +146,33 @@ fn pipeline_matches_torchvision_on_real_photos() {
     }
     assert_eq!(worst_exact, 0.0, "inputs must match torchvision exactly");
 }
+
+/// Bicubic (timm `a1` weights: resize 235, crop 224) equals PIL's BICUBIC resize byte for byte, and the
+/// whole preprocessing equals torchvision's composition on the same photo.
+#[test]
+fn bicubic_matches_pillow() {
+    let pre = Preprocess {
+        resize_size: 235,
+        interpolation: Interpolation::Bicubic,
+        ..Preprocess::imagenet_v1()
+    };
+    for path in images() {
+        let stem = path.file_stem().unwrap().to_str().unwrap();
+        let t = load_tensors(&format!("images/{stem}.safetensors"));
+        let pil_rgb = rgb_of(&t["rgb"]);
+        let pil_resized = rgb_of(&t["resized_bicubic_235"]);
+        let (w, h) = resize_shorter_side(pil_rgb.width, pil_rgb.height, 235);
+        let ours = resize(&pil_rgb, w, h, Interpolation::Bicubic);
+        let (n, max) = count_diff(&ours.data, &pil_resized.data);
+        assert_eq!(
+            n, 0,
+            "{stem}: bicubic differs from Pillow's in {n} bytes (max {max})"
+        );
+        let input = pre.load(&path, &Device::Cpu).unwrap();
+        assert_eq!(
+            max_abs_diff(&input, &t["a1"]),
+            0.0,
+            "{stem}: a1 preprocessing differs"
+        );
+    }
+}

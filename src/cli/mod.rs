@@ -1,6 +1,7 @@
 //! Subcommands of the `resnet-zoo` binary.
 
 pub mod classify;
+pub mod convert;
 pub mod list;
 pub mod model;
 

@@ -523,10 +523,10 @@ class RunsShellOnLoad:
 
 
 def save_pth_atomic(obj, path: Path, **kwargs) -> None:
-    """torch.save to path.tmp, then rename. torch names the zip's root folder after the
-    file name up to its first ".", so it is e.g. "resnet18/" either way."""
+    """torch.save to {stem}.tmp, then rename. torch names the zip's root folder after the
+    file name less its last extension, so it is "{stem}/" as when saving to path itself."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp, **kwargs)
     os.replace(tmp, path)
 
@@ -613,7 +613,11 @@ def make_pth_fixtures(out: Path, common: dict) -> None:
     for name, (obj, kwargs) in checkpoints.items():
         path = pth / f"{name}.pth"
         save_pth_atomic(obj, path, **kwargs)
-        assert zipfile.is_zipfile(path) == (name != "legacy"), name
+        if name == "legacy":
+            assert not zipfile.is_zipfile(path)
+        else:
+            with zipfile.ZipFile(path) as z:
+                assert f"{name}/data.pkl" in z.namelist(), z.namelist()
         found = pickle_globals(path)
         print(f"  pth/{name}.pth: {path.stat().st_size} bytes, globals: {', '.join(found)}")
         if name == "malicious":

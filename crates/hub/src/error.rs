@@ -30,6 +30,9 @@ pub enum LoadError {
     /// The file's tensors do not match the architecture.
     #[error("{0}")]
     Mismatch(Box<MismatchReport>),
+    /// A PyTorch checkpoint that is not a plain dict of tensors, or is corrupt.
+    #[error("cannot convert {path}: {reason}")]
+    Pth { path: PathBuf, reason: String },
     /// The configuration is invalid, or building the model failed.
     #[error("cannot build the model from {path}")]
     Candle {

@@ -27,18 +27,21 @@
 //!
 //! [`ResNetConfig`]: resnet_zoo_resnet::ResNetConfig
 
+pub mod atomic;
 pub mod cache;
 #[cfg(feature = "download")]
 pub mod download;
 mod error;
 pub mod keymap;
 mod load;
+pub mod pth;
 pub mod registry;
 
 #[cfg(feature = "download")]
 pub use download::{fetch, HubOptions, Progress};
 pub use error::{HubError, LoadError, MismatchReport, ShapeMismatch};
 pub use load::{check_header, load_safetensors, read_weights_file};
+pub use pth::{convert_pth, read_pth};
 pub use registry::{KeyMap, WeightsInfo};
 
 /// Resolves `name` in the weights table (`resnet50.tv2_in1k`, or `resnet50` for the arch's default
