@@ -38,8 +38,8 @@ What it writes (into --out, default tests/fixtures/, which is git-ignored):
 
 Run from the repository root:
 
-    .venv/bin/python tests/parity/make_fixtures.py --out tests/fixtures
-    .venv/bin/python tests/parity/make_fixtures.py --out tests/fixtures --force   # regenerate
+    make fixtures                          # what `make test` runs (skips when STAMP matches)
+    $VENV/bin/python tests/parity/make_fixtures.py --out tests/fixtures --force   # regenerate
 
 If STAMP matches and all files exist the script exits 0 at once. Everything is
 deterministic (fixed seeds, 2 CPU threads); files are written atomically. All files

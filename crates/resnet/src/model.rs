@@ -129,7 +129,7 @@ impl ResNet {
         }];
         let mut reduction = 4;
         for (i, plans) in stage_plans(cfg).iter().enumerate() {
-            reduction *= plans[0].stride;
+            reduction *= plans.first().map_or(1, |p| p.stride);
             info.push(FeatureInfo {
                 name: format!("layer{}", i + 1),
                 channels: cfg.stage_channels(i),

@@ -334,6 +334,14 @@ pub fn resize(src: &Rgb8, out_w: usize, out_h: usize, filter: Interpolation) -> 
     if src.width == out_w && src.height == out_h {
         return src.clone();
     }
+    if src.width == 0 || src.height == 0 || out_w == 0 || out_h == 0 {
+        // Nothing to sample from, or nothing to produce (Pillow refuses both).
+        return Rgb8 {
+            width: out_w,
+            height: out_h,
+            data: vec![0; out_w * out_h * 3],
+        };
+    }
     let horiz = precompute_coeffs(src.width, out_w, filter);
     let vert = precompute_coeffs(src.height, out_h, filter);
     // Rows of the source that the vertical pass reads.
@@ -493,6 +501,21 @@ impl Preprocess {
 
     /// Pixels to a normalised `[3, crop, crop]` f32 tensor on `device`.
     pub fn apply(&self, rgb: &Rgb8, device: &Device) -> candle_core::Result<Tensor> {
+        if self.resize_size == 0 || self.crop_size == 0 {
+            candle_core::bail!(
+                "Preprocess: resize_size ({}) and crop_size ({}) must be positive",
+                self.resize_size,
+                self.crop_size
+            );
+        }
+        if rgb.width == 0 || rgb.height == 0 || rgb.data.len() != rgb.width * rgb.height * 3 {
+            candle_core::bail!(
+                "Preprocess: image of {}x{} with {} bytes is empty or inconsistent",
+                rgb.width,
+                rgb.height,
+                rgb.data.len()
+            );
+        }
         let img = self.resize_crop(rgb);
         let plane = img.width * img.height;
         let mut chw = vec![0f32; 3 * plane];
@@ -575,6 +598,34 @@ mod tests {
             assert_eq!((out.width, out.height), (16, 50));
             assert!(out.data.chunks(3).all(|p| p == [10, 128, 250]), "{f:?}");
         }
+    }
+
+    #[test]
+    fn degenerate_sizes_do_not_panic() {
+        let empty = Rgb8 {
+            width: 0,
+            height: 0,
+            data: vec![],
+        };
+        assert_eq!(resize(&empty, 4, 4, Interpolation::Bilinear).data.len(), 48);
+        let one = Rgb8 {
+            width: 1,
+            height: 1,
+            data: vec![9, 9, 9],
+        };
+        assert!(resize(&one, 0, 3, Interpolation::Bicubic).data.is_empty());
+        assert!(Preprocess {
+            crop_size: 0,
+            ..Preprocess::imagenet_v1()
+        }
+        .apply(&one, &Device::Cpu)
+        .is_err());
+        assert!(Preprocess::imagenet_v1()
+            .apply(&empty, &Device::Cpu)
+            .is_err());
+        // A 1x1 image upsamples to a constant crop.
+        let t = Preprocess::imagenet_v1().apply(&one, &Device::Cpu).unwrap();
+        assert_eq!(t.dims(), &[3, 224, 224]);
     }
 
     #[test]

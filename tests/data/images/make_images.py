@@ -13,8 +13,8 @@ small / tall / wide sizes (the resize-to-256 step upsamples the small one).
 Run from the repository root (scikit-image only needs to be importable as a
 package directory, it is never imported, so ``pip install --no-deps`` is enough):
 
-    .venv/bin/python tests/data/images/make_images.py            # regenerate + report
-    .venv/bin/python tests/data/images/make_images.py --check    # only report
+    $VENV/bin/python tests/data/images/make_images.py            # regenerate + report
+    $VENV/bin/python tests/data/images/make_images.py --check    # only report
 
 The report prints, per file, the PIL mode after ``Image.open`` and after
 ``ImageOps.exif_transpose``, the size, and what ``.convert("RGB")`` does.
