@@ -25,7 +25,7 @@ pub use resnet_zoo_hub as hub;
 pub use resnet_zoo_layers as layers;
 pub use resnet_zoo_resnet::{
     block, config, imagenet, model, presets, suggest, transforms, BlockKind, FeatureInfo, ResNet,
-    ResNetConfig, Stage, Stem, PRESETS,
+    ResNetConfig, Stage, Stem, StridePlacement, PRESETS,
 };
 
 pub mod classify;

@@ -230,6 +230,15 @@ fn parameter_counts_equal_torchvision() {
         ("resnet50", 25_557_032),
         ("resnet101", 44_549_160),
         ("resnet152", 60_192_808),
+        ("resnext50_32x4d", 25_028_904),
+        ("resnext101_32x8d", 88_791_336),
+        ("resnext101_64x4d", 83_455_272),
+        ("wide_resnet50_2", 68_883_240),
+        ("wide_resnet101_2", 126_886_696),
+        // The stride placement changes no shape.
+        ("resnet50_v1", 25_557_032),
+        ("resnet101_v1", 44_549_160),
+        ("resnet152_v1", 60_192_808),
     ] {
         assert_eq!(
             ResNet::num_params(&ResNetConfig::preset(name).unwrap()),

@@ -91,6 +91,34 @@ fn resnet152_matches_torchvision() {
     check_preset("resnet152");
 }
 
+#[test]
+fn resnext50_32x4d_matches_torchvision() {
+    check_preset("resnext50_32x4d");
+}
+
+#[test]
+fn wide_resnet50_2_matches_torchvision() {
+    check_preset("wide_resnet50_2");
+}
+
+/// The paper's original V1 (stride on the first 1x1), against torchvision's Bottleneck with the stride
+/// moved in the harness.
+#[test]
+fn resnet50_v1_matches_the_paper_layout() {
+    check_preset("resnet50_v1");
+    // Same tensors as resnet50, different computation: loaded as resnet50 the stage outputs differ.
+    let t = load_tensors("resnet50_v1.io.safetensors");
+    let v15 = hub::load_safetensors(
+        common::fixture("resnet50_v1.safetensors"),
+        &ResNetConfig::resnet50(),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let l2 = v15.forward_intermediates(&t["input_224"], &[2]).unwrap();
+    assert!(rel_err(&l2[0], &t["layer2_224"]) > 0.1);
+}
+
 /// f64, f16 and bf16 files are converted to the f32 run dtype; f16/bf16 references were computed by
 /// torch with the same rounded weights, so the tolerance is unchanged.
 #[test]

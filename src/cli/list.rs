@@ -14,14 +14,14 @@ pub struct ListArgs {
 pub fn run(args: &ListArgs) -> anyhow::Result<ExitCode> {
     if args.pretrained {
         println!(
-            "{:<22} {:<26} {:>6} {:>6} {:>10} {:<13} default",
+            "{:<26} {:<30} {:>6} {:>6} {:>10} {:<13} default",
             "name", "hub repo", "top-1", "top-5", "resize/crop", "interp"
         );
         for w in hub::registry::all()? {
             let top1 = w.top1.map_or("-".to_string(), |t| format!("{t:.3}"));
             let top5 = w.top5.map_or("-".to_string(), |t| format!("{t:.3}"));
             println!(
-                "{:<22} {:<26} {:>6} {:>6} {:>6}/{:<3} {:<13} {}",
+                "{:<26} {:<30} {:>6} {:>6} {:>6}/{:<3} {:<13} {}",
                 w.name,
                 w.repo,
                 top1,
@@ -33,10 +33,10 @@ pub fn run(args: &ListArgs) -> anyhow::Result<ExitCode> {
             );
         }
     } else {
-        println!("{:<12} {:>12}", "arch", "params");
+        println!("{:<18} {:>12}", "arch", "params");
         for name in resnet_zoo::presets::preset_names() {
             let cfg = ResNetConfig::preset(name)?;
-            println!("{name:<12} {:>12}", ResNet::num_params(&cfg));
+            println!("{name:<18} {:>12}", ResNet::num_params(&cfg));
         }
     }
     Ok(ExitCode::SUCCESS)

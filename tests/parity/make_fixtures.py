@@ -3,7 +3,9 @@
 What it writes (into --out, default tests/fixtures/, which is git-ignored):
 
   {P}.safetensors         state_dict of torchvision.models.{P}(weights=None) for
-                          P in resnet18/34/50/101/152, seeded, with every BatchNorm
+                          P in resnet18/34/50/101/152, resnext50_32x4d, wide_resnet50_2,
+                          and resnet50_v1 (torchvision's resnet50 with the paper's
+                          stride placement, see tv_model), seeded, with every BatchNorm
                           tensor (weight, bias, running_mean, running_var) made
                           random and non-trivial (see randomise_batchnorm), and
                           fc.bias ~ N(0, 0.1).
@@ -68,11 +70,22 @@ REPO = Path(__file__).resolve().parents[2]
 IMAGES_DIR = REPO / "tests" / "data" / "images"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
-PRESETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+PRESETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+           # Bottleneck variants: grouped 3x3 (32 groups of 4 channels per 64), double-width
+           # 3x3, and the paper's original stride placement (see tv_model).
+           "resnext50_32x4d", "wide_resnet50_2", "resnet50_v1")
 # One seed per preset, picked so that check_logits passes (for resnet18 also on the
 # f16/bf16 copies, for resnet50 also on every photo in tests/data/images). If the
 # check rejects a model, change its seed here; never loosen the check.
-MODEL_SEED = {"resnet18": 1090, "resnet34": 1031, "resnet50": 1072, "resnet101": 1023, "resnet152": 1024}
+MODEL_SEED = {"resnet18": 1090, "resnet34": 1031, "resnet50": 1072, "resnet101": 1023, "resnet152": 1024,
+              "resnext50_32x4d": 1102, "wide_resnet50_2": 1201, "resnet50_v1": 1301}
+# resnet50_v1: the first (downsampling) Bottleneck of each of these stages strides its
+# conv1 (first 1x1) instead of its conv2 (3x3).
+V1_STRIDED_STAGES = ("layer2", "layer3", "layer4")
+# Extra safetensors metadata for presets that are not a torchvision builder as is.
+PRESET_NOTE = {"resnet50_v1": "torchvision resnet50 with the stride of block 0 of layer2/3/4 moved from "
+                              "conv2 (3x3) to conv1 (first 1x1), downsample stride 2 kept: the original "
+                              "ResNet-50 of He et al. 2015 (V1)"}
 # Minimum gap between consecutive top-6 logits, relative to max|logits|. The
 # requirement is 1e-4; 1e-3 leaves margin for summation-order differences.
 MIN_TOP6_GAP_REL = 1e-3
@@ -254,6 +267,64 @@ def randomise_batchnorm(model: nn.Module, gen: torch.Generator) -> None:
     model.eval()
 
 
+def tv_model(preset: str) -> nn.Module:
+    """torchvision.models.{preset}(weights=None), or for resnet50_v1 the paper's ResNet-50.
+
+    resnet50_v1 is the ORIGINAL ResNet-50 (He et al. 2015, the Caffe model): identical to
+    torchvision's resnet50 ("ResNet V1.5") except that every downsampling Bottleneck
+    (block 0 of layer2, layer3, layer4) has its stride 2 on conv1 (the first 1x1) and
+    stride 1 on conv2 (the 3x3). It is built from torchvision's resnet50 by moving those
+    two strides; the downsample projection (downsample.0, 1x1) keeps its stride 2. A
+    stride is not a parameter, so the state_dict keys and shapes are resnet50's and the
+    init draws the same random numbers. (Bottleneck.stride is only stored, not used in
+    forward, so it is left alone.)
+    """
+    if preset != "resnet50_v1":
+        model = getattr(torchvision.models, preset)(weights=None)
+        check_variant(preset, model)
+        return model
+    model = torchvision.models.resnet50(weights=None)
+    for stage in V1_STRIDED_STAGES:
+        block = getattr(model, stage)[0]
+        assert (block.conv1.stride, block.conv2.stride, block.downsample[0].stride) == ((1, 1), (2, 2), (2, 2)), stage
+        block.conv1.stride = (2, 2)
+        block.conv2.stride = (1, 1)
+    strided = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.stride != (1, 1)]
+    assert strided == ["conv1"] + [f"{s}.0.{c}" for s in V1_STRIDED_STAGES for c in ("conv1", "downsample.0")], strided
+    return model
+
+
+def check_variant(preset: str, model: nn.Module) -> None:
+    """The ResNeXt / wide presets really are grouped / wide (torchvision builder arguments)."""
+    want = {"resnext50_32x4d": (32, 128), "wide_resnet50_2": (1, 128), "resnet50": (1, 64)}.get(preset)
+    if want is None:
+        return
+    groups, width = want  # width: channels of layer1's 3x3 = 64 * width_per_group / 64 * groups
+    assert model.layer1[0].conv2.in_channels == width, (preset, model.layer1[0].conv2)
+    for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
+        for block in stage:
+            assert block.conv2.groups == groups and block.conv1.groups == block.conv3.groups == 1, (preset, block)
+
+
+@torch.no_grad()
+def check_v1_stride(sd: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor], v1: dict) -> None:
+    """resnet50_v1's io tensors: stage shapes are resnet50's, but the stride move changes
+    layer2..layer4 (torchvision's resnet50 with the same weights gives other values).
+    Before layer2 nothing differs, so stem and layer1 must match bit for bit."""
+    v15 = fresh_model("resnet50", sd)
+    for tag, (n, h, w) in SIZES.items():
+        got = run_with_taps(v15, inputs[f"input_{tag}"])
+        for k, div, c in (("layer1", 4, 256), ("layer2", 8, 512), ("layer3", 16, 1024), ("layer4", 32, 2048)):
+            shape = (n, c, -(-h // div), -(-w // div))
+            assert tuple(v1[f"{k}_{tag}"].shape) == tuple(got[k].shape) == shape, (k, tag, v1[f"{k}_{tag}"].shape)
+        for k in ("stem", "layer1"):
+            assert torch.equal(v1[f"{k}_{tag}"], got[k]), f"resnet50_v1 {k}_{tag} differs from resnet50"
+        for k in ("layer2", "layer3", "layer4", "logits"):
+            rel = ((v1[f"{k}_{tag}"] - got[k]).abs().max() / got[k].abs().max()).item()
+            assert rel > 1e-2, f"resnet50_v1 {k}_{tag} is resnet50's (rel diff {rel:.1e}): stride not moved"
+            print(f"  resnet50_v1 vs resnet50 (same weights) {k}_{tag}: max rel diff {rel:.2f}")
+
+
 def build_model(preset: str) -> nn.Module:
     """Seeded torchvision model with random BatchNorm tensors and fc.bias ~ N(0, 0.1).
 
@@ -265,7 +336,7 @@ def build_model(preset: str) -> nn.Module:
     """
     seed = MODEL_SEED[preset]
     torch.manual_seed(seed)  # torchvision's own init draws from the global RNG
-    model = getattr(torchvision.models, preset)(weights=None)
+    model = tv_model(preset)
     gen = torch.Generator().manual_seed(seed)
     randomise_batchnorm(model, gen)
     with torch.no_grad():
@@ -274,7 +345,7 @@ def build_model(preset: str) -> nn.Module:
 
 
 def fresh_model(preset: str, state_dict: dict[str, torch.Tensor]) -> nn.Module:
-    model = getattr(torchvision.models, preset)(weights=None)
+    model = tv_model(preset)
     model.load_state_dict(state_dict)
     return model.eval()
 
@@ -650,11 +721,15 @@ def generate(out: Path) -> None:
         model = build_model(preset)
         sd = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
         meta = {**common, "format": "pt", "preset": preset, "seed": str(MODEL_SEED[preset])}
+        if preset in PRESET_NOTE:
+            meta["arch"] = PRESET_NOTE[preset]
         save_atomic(sd, out / f"{preset}.safetensors", meta)
         tensors, stats = io_tensors(model, inputs, preset)
         save_atomic(tensors, out / f"{preset}.io.safetensors",
                     {**meta, "input_seed": str(INPUT_SEED), "weights": f"{preset}.safetensors"})
         print_stats(preset, stats)
+        if preset == "resnet50_v1":
+            check_v1_stride(sd, inputs, tensors)
         print(f"  {preset}: {time.time() - t0:.1f}s")
         if preset == "resnet18":
             make_dtype_fixtures(sd, inputs, tensors, out, common)

@@ -186,6 +186,25 @@ mod tests {
         }
     }
 
+    /// Presets with no public weights, by design. Every other preset must have a default row.
+    const UNTRAINED: &[&str] = &["resnet50_v1", "resnet101_v1", "resnet152_v1"];
+
+    #[test]
+    fn every_preset_has_weights_or_is_listed_untrained() {
+        let rows = all().unwrap();
+        for name in resnet_zoo_resnet::preset_names() {
+            let has = rows.iter().any(|w| w.arch == name && w.default);
+            assert_eq!(has, !UNTRAINED.contains(&name), "{name}");
+            assert_eq!(resnet_zoo_resnet::ResNetConfig::preset(name).unwrap(), {
+                let row_cfg = rows
+                    .iter()
+                    .find(|w| w.arch == name)
+                    .map(|w| w.config().unwrap());
+                row_cfg.unwrap_or_else(|| resnet_zoo_resnet::ResNetConfig::preset(name).unwrap())
+            });
+        }
+    }
+
     #[test]
     fn lookup_by_name_arch_and_typo() {
         assert_eq!(find("resnet50.tv_in1k").unwrap().resize_size(), 256);

@@ -6,7 +6,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use resnet_zoo_layers::{ConvBn, ConvBnConfig, TensorSpec};
 
-use crate::config::{BlockKind, ResNetConfig};
+use crate::config::{BlockKind, ResNetConfig, StridePlacement};
 
 /// Everything needed to build one block, computed once by [`stage_plans`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +19,7 @@ pub(crate) struct BlockPlan {
     pub groups: usize,
     pub out_channels: usize,
     pub stride: usize,
+    pub stride_on: StridePlacement,
     /// Whether the shortcut is a 1x1 projection (conv + BN) instead of the identity.
     pub downsample: bool,
 }
@@ -46,6 +47,7 @@ pub(crate) fn stage_plans(cfg: &ResNetConfig) -> Vec<Vec<BlockPlan>> {
                     groups,
                     out_channels,
                     stride,
+                    stride_on: cfg.stride_on,
                     downsample: stride != 1 || in_channels != out_channels,
                 };
                 in_channels = out_channels;
@@ -74,25 +76,31 @@ impl BlockPlan {
                     ConvBnConfig::new(self.planes, self.planes, 3, 1),
                 ),
             ],
-            // V1.5: the stride is on the 3x3 (conv2).
-            BlockKind::Bottleneck => vec![
-                (
-                    "conv1",
-                    "bn1",
-                    ConvBnConfig::new(self.in_channels, self.width, 1, 1),
-                ),
-                (
-                    "conv2",
-                    "bn2",
-                    ConvBnConfig::new(self.width, self.width, 3, self.stride)
-                        .with_groups(self.groups),
-                ),
-                (
-                    "conv3",
-                    "bn3",
-                    ConvBnConfig::new(self.width, self.out_channels, 1, 1),
-                ),
-            ],
+            BlockKind::Bottleneck => {
+                // V1.5 strides the 3x3 (conv2); the paper's V1 strides the first 1x1 (conv1).
+                let (stride_1x1, stride_3x3) = match self.stride_on {
+                    StridePlacement::Conv3x3 => (1, self.stride),
+                    StridePlacement::Conv1x1 => (self.stride, 1),
+                };
+                vec![
+                    (
+                        "conv1",
+                        "bn1",
+                        ConvBnConfig::new(self.in_channels, self.width, 1, stride_1x1),
+                    ),
+                    (
+                        "conv2",
+                        "bn2",
+                        ConvBnConfig::new(self.width, self.width, 3, stride_3x3)
+                            .with_groups(self.groups),
+                    ),
+                    (
+                        "conv3",
+                        "bn3",
+                        ConvBnConfig::new(self.width, self.out_channels, 1, 1),
+                    ),
+                ]
+            }
         };
         if self.downsample {
             let proj = ConvBnConfig::new(self.in_channels, self.out_channels, 1, self.stride);

@@ -24,6 +24,17 @@ impl BlockKind {
     }
 }
 
+/// Which convolution of a downsampling Bottleneck carries the stride.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum StridePlacement {
+    /// On the 3x3 (`conv2`): torchvision's "ResNet V1.5", used by torchvision and timm weights.
+    #[default]
+    Conv3x3,
+    /// On the first 1x1 (`conv1`): the paper's original V1 (and Caffe's), which skips three quarters
+    /// of the positions before the 3x3 sees them.
+    Conv1x1,
+}
+
 /// The layers before the first stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stem {
@@ -59,6 +70,8 @@ pub struct ResNetConfig {
     /// Width of each group in a Bottleneck at `planes = 64`: 64 for ResNet, 128 for Wide ResNet,
     /// 4 or 8 for ResNeXt. The 3x3 convolution has `planes * width_per_group / 64 * groups` channels.
     pub width_per_group: usize,
+    /// Where a downsampling Bottleneck strides (V1.5 vs V1). Basic blocks ignore it.
+    pub stride_on: StridePlacement,
     /// The layers before the first stage.
     pub stem: Stem,
     /// Channels of the input image.

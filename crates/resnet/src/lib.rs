@@ -33,6 +33,6 @@ pub mod presets;
 pub mod suggest;
 pub mod transforms;
 
-pub use config::{BlockKind, ResNetConfig, Stem};
+pub use config::{BlockKind, ResNetConfig, Stem, StridePlacement};
 pub use model::{FeatureInfo, ResNet, Stage};
 pub use presets::{preset_names, PRESETS};
