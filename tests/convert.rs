@@ -20,6 +20,12 @@ fn pth(name: &str) -> PathBuf {
     common::fixture(&format!("pth/{name}"))
 }
 
+/// All elements of `t`, as f64 (exact for every float and integer dtype used here).
+fn values(t: &candle_core::Tensor) -> Vec<f64> {
+    let t = t.flatten_all().unwrap().to_dtype(DType::F64).unwrap();
+    t.to_vec1::<f64>().unwrap()
+}
+
 /// Every tensor of `a` equals the same-named tensor of `b`, bit for bit.
 fn assert_same_tensors(a: &Path, b: &Path) {
     let a = candle_core::safetensors::load(a, &Device::Cpu).unwrap();
@@ -32,20 +38,7 @@ fn assert_same_tensors(a: &Path, b: &Path) {
     for n in names {
         let (x, y) = (&a[n], &b[n]);
         assert_eq!((x.dims(), x.dtype()), (y.dims(), y.dtype()), "{n}");
-        let x = x
-            .flatten_all()
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap();
-        let y = y
-            .flatten_all()
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap();
+        let (x, y) = (values(x), values(y));
         assert!(
             x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()),
             "{n} differs"

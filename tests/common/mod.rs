@@ -31,37 +31,28 @@ pub fn load_tensors(name: &str) -> HashMap<String, Tensor> {
         .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
 }
 
-/// `max|ours - reference| / max|reference|`, computed in f64.
-pub fn rel_err(ours: &Tensor, reference: &Tensor) -> f64 {
-    assert_eq!(ours.dims(), reference.dims(), "shape mismatch");
-    let a = ours.to_dtype(DType::F64).unwrap();
-    let b = reference.to_dtype(DType::F64).unwrap();
-    let diff = (a - &b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap();
-    let scale = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
-    diff.to_scalar::<f64>().unwrap() / scale.to_scalar::<f64>().unwrap()
-}
-
-/// `max|ours - reference|`.
-pub fn max_abs_diff(ours: &Tensor, reference: &Tensor) -> f64 {
-    let a = ours.to_dtype(DType::F64).unwrap();
-    let b = reference.to_dtype(DType::F64).unwrap();
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
+/// `max|t|`, computed in f64.
+fn max_abs(t: &Tensor) -> f64 {
+    let t = t.to_dtype(DType::F64).unwrap().abs().unwrap();
+    t.flatten_all()
         .unwrap()
         .max(0)
         .unwrap()
         .to_scalar::<f64>()
         .unwrap()
+}
+
+/// `max|ours - reference|`, computed in f64.
+pub fn max_abs_diff(ours: &Tensor, reference: &Tensor) -> f64 {
+    assert_eq!(ours.dims(), reference.dims(), "shape mismatch");
+    let a = ours.to_dtype(DType::F64).unwrap();
+    let b = reference.to_dtype(DType::F64).unwrap();
+    max_abs(&(a - b).unwrap())
+}
+
+/// `max|ours - reference| / max|reference|`, computed in f64.
+pub fn rel_err(ours: &Tensor, reference: &Tensor) -> f64 {
+    max_abs_diff(ours, reference) / max_abs(reference)
 }
 
 /// Indices of the `k` largest values of each row of a `[N, C]` tensor, best first.
