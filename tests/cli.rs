@@ -37,6 +37,11 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+fn assert_stderr_has(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(err.contains(needle), "stderr lacks {needle:?}:\n{err}");
+}
+
 #[test]
 fn json_has_one_element_per_image_and_bad_images_do_not_stop_the_batch() {
     let dir = std::env::temp_dir().join(format!("resnet-zoo-cli-{}", std::process::id()));
@@ -79,11 +84,7 @@ fn json_has_one_element_per_image_and_bad_images_do_not_stop_the_batch() {
     }
     assert!(items[1]["error"].as_str().unwrap().contains("corrupt.jpg"));
     assert!(items[2]["error"].as_str().unwrap().contains("missing.png"));
-    assert!(
-        stderr(&out).contains("2 of 4 images failed"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "2 of 4 images failed");
 }
 
 #[test]
@@ -113,72 +114,37 @@ fn text_output_lists_top_k_per_image() {
 fn usage_errors_exit_2_with_the_flag_named() {
     let w = weights();
     let img = image("chelsea.jpg");
+    // `classify --arch resnet18 --weights FILE <extra> IMAGE`
+    let local = |extra: &[&'static str]| -> Vec<String> {
+        let head = ["classify", "--arch", "resnet18", "--weights", &w];
+        let all: Vec<&str> = head
+            .iter()
+            .copied()
+            .chain(extra.iter().copied())
+            .chain([img.as_str()])
+            .collect();
+        all.into_iter().map(String::from).collect()
+    };
+    let owned = |args: &[&str]| -> Vec<String> { args.iter().map(|a| a.to_string()).collect() };
     for (args, needle) in [
+        (local(&["--top-k", "0"]), "--top-k"),
+        (local(&["--crop", "0"]), "--crop"),
+        (local(&["--device", "cuda"]), "--features cuda"),
+        (local(&["--device", "tpu"]), "unknown device"),
         (
-            vec![
-                "classify",
-                "--arch",
-                "resnet18",
-                "--weights",
-                &w,
-                "--top-k",
-                "0",
-                &img,
-            ],
-            "--top-k",
-        ),
-        (
-            vec![
-                "classify",
-                "--arch",
-                "resnet18",
-                "--weights",
-                &w,
-                "--crop",
-                "0",
-                &img,
-            ],
-            "--crop",
-        ),
-        (
-            vec!["classify", "--arch", "resnet19", "--weights", &w, &img],
+            owned(&["classify", "--arch", "resnet19", "--weights", &w, &img]),
             "did you mean 'resnet18'",
         ),
         (
-            vec!["classify", "--model", "resnet50.tv3_in1k", &img],
+            owned(&["classify", "--model", "resnet50.tv3_in1k", &img]),
             "unknown model",
         ),
-        (
-            vec![
-                "classify",
-                "--arch",
-                "resnet18",
-                "--weights",
-                &w,
-                "--device",
-                "cuda",
-                &img,
-            ],
-            "--features cuda",
-        ),
-        (
-            vec![
-                "classify",
-                "--arch",
-                "resnet18",
-                "--weights",
-                &w,
-                "--device",
-                "tpu",
-                &img,
-            ],
-            "unknown device",
-        ),
-        (vec!["classify", &img], "--model"),
+        (owned(&["classify", &img]), "--model"),
     ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = run(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
-        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+        assert_stderr_has(&out, needle);
     }
 }
 
@@ -204,11 +170,7 @@ fn model_failures_exit_1_with_the_file_named() {
     // Offline with an empty cache.
     let out = run(&["classify", "--model", "resnet50.tv2_in1k", &img]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("offline mode is on"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "offline mode is on");
 }
 
 #[test]
