@@ -628,6 +628,34 @@ mod tests {
         assert_eq!(t.dims(), &[3, 224, 224]);
     }
 
+    /// 16-bit samples keep their high byte, as PIL does for 16-bit RGB (and, deliberately, also for
+    /// 16-bit gray, which PIL would clip to 255); gray is replicated to RGB.
+    #[test]
+    fn sixteen_bit_images_keep_the_high_byte() {
+        let dir = std::env::temp_dir().join(format!("resnet-zoo-l16-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let gray: Vec<u16> = vec![0, 255, 256, 5371, 32768, 65535];
+        let path = dir.join("gray16.png");
+        image::ImageBuffer::<image::Luma<u16>, _>::from_raw(3, 2, gray.clone())
+            .unwrap()
+            .save(&path)
+            .unwrap();
+        let rgb = load_rgb(&path, &ImageLimits::default()).unwrap();
+        let expected: Vec<u8> = gray.iter().flat_map(|&v| [(v >> 8) as u8; 3]).collect();
+        assert_eq!(rgb.data, expected);
+        let rgba = vec![5371u16, 256, 65535, 0, 1, 2, 300, 40000];
+        let path = dir.join("rgba16.png");
+        image::ImageBuffer::<image::Rgba<u16>, _>::from_raw(2, 1, rgba)
+            .unwrap()
+            .save(&path)
+            .unwrap();
+        // 5371 >> 8 = 20 (PIL), not round(5371 / 257) = 21.
+        assert_eq!(
+            load_rgb(&path, &ImageLimits::default()).unwrap().data,
+            vec![20, 1, 255, 0, 0, 1]
+        );
+    }
+
     #[test]
     fn center_crop_pads_when_larger() {
         let src = Rgb8 {
