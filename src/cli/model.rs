@@ -82,13 +82,19 @@ impl ModelArgs {
         let device: Device = resnet_zoo::device::parse_device(&self.device)
             .map_err(|e| usage(format!("--device: {e}")))?;
         match (&self.model, &self.arch, &self.weights) {
-            (Some(name), _, weights) => {
-                let info: &WeightsInfo = hub::registry::find(name).map_err(|e| usage(format!("--model: {e}")))?;
-                let cfg = info.config()?;
-                let model = match weights {
-                    Some(path) => hub::load_safetensors(path, &cfg, DType::F32, &device)?,
-                    None => self.download(info, &cfg, &device)?,
-                };
+            (Some(name), _, Some(path)) => {
+                let info: &WeightsInfo =
+                    hub::registry::find(name).map_err(|e| usage(format!("--model: {e}")))?;
+                let model = hub::load_safetensors(path, &info.config()?, DType::F32, &device)?;
+                Ok(Loaded { model, preprocess: info.preprocess(), name: info.name.clone() })
+            }
+            (Some(name), _, None) => {
+                // Name errors are usage errors; everything after the lookup is a runtime failure.
+                hub::registry::find(name).map_err(|e| usage(format!("--model: {e}")))?;
+                let mut options = hub::HubOptions::from_env();
+                options.offline |= self.offline;
+                let (model, info) =
+                    hub::load_pretrained(name, DType::F32, &device, &options, &mut progress_bar(name))?;
                 Ok(Loaded { model, preprocess: info.preprocess(), name: info.name.clone() })
             }
             (None, Some(arch), Some(path)) => {
@@ -100,23 +106,5 @@ impl ModelArgs {
                 "give --model NAME (pretrained, e.g. resnet50.tv2_in1k) or --arch NAME --weights FILE",
             )),
         }
-    }
-
-    fn download(
-        &self,
-        info: &WeightsInfo,
-        cfg: &ResNetConfig,
-        device: &Device,
-    ) -> anyhow::Result<ResNet> {
-        let mut options = hub::HubOptions::from_env();
-        options.offline |= self.offline;
-        let path = hub::fetch(
-            &options,
-            &info.repo,
-            &info.revision,
-            &info.file,
-            &mut progress_bar(&info.name),
-        )?;
-        Ok(hub::load_safetensors(&path, cfg, DType::F32, device)?)
     }
 }

@@ -129,10 +129,20 @@ pub fn check_header(
     cfg: &ResNetConfig,
     arch: &str,
 ) -> Result<(), LoadError> {
+    checked_header(path, tensors, cfg, arch).map(|_| ())
+}
+
+/// [`check_header`], returning the mapped header for the load that follows.
+fn checked_header(
+    path: &Path,
+    tensors: &SafeTensors,
+    cfg: &ResNetConfig,
+    arch: &str,
+) -> Result<Header, LoadError> {
     let header = header_table(tensors);
     let mut report = compare(&header, cfg);
     if report.is_empty() {
-        return Ok(());
+        return Ok(header);
     }
     report.path = path.to_path_buf();
     report.arch = arch.to_string();
@@ -167,8 +177,7 @@ pub fn load_safetensors(
         path: path.to_path_buf(),
         source,
     })?;
-    check_header(path, &tensors, cfg, arch)?;
-    let header = header_table(&tensors);
+    let header = checked_header(path, &tensors, cfg, arch)?;
     let vb = VarBuilder::from_slice_safetensors(&bytes, dtype, device).map_err(candle)?;
     let vb = match header.scheme {
         Scheme::Torchvision => vb,
