@@ -25,6 +25,8 @@ enum Command {
     Classify(cli::classify::ClassifyArgs),
     /// List the architectures, or with --pretrained the pretrained weights.
     List(cli::list::ListArgs),
+    /// Parameters, multiply-accumulates, output stride and feature channels of an architecture.
+    Info(cli::info::InfoArgs),
     /// Convert a PyTorch .pth checkpoint to .safetensors without Python and without running its code.
     Convert(cli::convert::ConvertArgs),
 }
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
         Command::Classify(args) => cli::classify::run(args),
         Command::List(args) => cli::list::run(args),
         Command::Convert(args) => cli::convert::run(args),
+        Command::Info(args) => cli::info::run(args),
     };
     match result {
         Ok(code) => code,

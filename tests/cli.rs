@@ -201,3 +201,25 @@ fn docs_weights_page_lists_every_row() {
         );
     }
 }
+
+#[test]
+fn info_reports_model_facts() {
+    let out = run(&["info", "--arch", "resnet50", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["params"], 25_557_032);
+    assert_eq!(v["output_stride"], 32);
+    assert_eq!(v["num_features"], 2048);
+    let macs = v["macs"].as_u64().unwrap() as f64 / 1e9;
+    assert!((macs - 4.089).abs() < 0.02, "{macs}");
+    let channels: Vec<u64> = v["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["channels"].as_u64().unwrap())
+        .collect();
+    assert_eq!(channels, [64, 256, 512, 1024, 2048]);
+    let out = run(&["info", "--arch", "resnet5"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_stderr_has(&out, "did you mean");
+}

@@ -300,3 +300,37 @@ fn invalid_configs_and_inputs_are_errors() {
         .to_string();
     assert!(msg.contains("feature index 7 out of range"), "{msg}");
 }
+
+#[test]
+fn macs_match_published_figures() {
+    // torchvision `meta["_ops"]` (GFLOPS = GMACs) at 224x224.
+    for (name, gmacs) in [
+        ("resnet18", 1.814),
+        ("resnet34", 3.664),
+        ("resnet50", 4.089),
+        ("resnet101", 7.801),
+        ("resnet152", 11.514),
+        ("resnext50_32x4d", 4.23),
+        ("resnext101_32x8d", 16.414),
+        ("resnext101_64x4d", 15.46),
+        ("wide_resnet50_2", 11.398),
+        ("wide_resnet101_2", 22.753),
+        // The paper's Table 1 (x10^9 FLOPs, multiply-adds), for its original V1 layout.
+        ("resnet50_v1", 3.8),
+        ("resnet101_v1", 7.6),
+        ("resnet152_v1", 11.3),
+    ] {
+        let ours = ResNet::macs(&ResNetConfig::preset(name).unwrap(), 224, 224) as f64 / 1e9;
+        let rel = (ours - gmacs).abs() / gmacs;
+        assert!(
+            rel <= 0.02,
+            "{name}: {ours:.3} GMACs vs published {gmacs} ({:.1}%)",
+            rel * 100.0
+        );
+    }
+    // The paper's ResNet-18/34 figures (1.8, 3.6) describe the same layout as torchvision's.
+    for (name, gmacs) in [("resnet18", 1.8), ("resnet34", 3.6)] {
+        let ours = ResNet::macs(&ResNetConfig::preset(name).unwrap(), 224, 224) as f64 / 1e9;
+        assert!((ours - gmacs).abs() / gmacs <= 0.02, "{name}: {ours:.3}");
+    }
+}

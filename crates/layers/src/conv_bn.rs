@@ -53,6 +53,22 @@ impl ConvBnConfig {
         ]
     }
 
+    /// Output `(height, width)` for an input of `(height, width)` (PyTorch's floor rule).
+    pub fn output_size(&self, height: usize, width: usize) -> (usize, usize) {
+        let out =
+            |x: usize| (x + 2 * self.padding).saturating_sub(self.kernel_size) / self.stride + 1;
+        (out(height), out(width))
+    }
+
+    /// Multiply-accumulates of the convolution on an input of `(height, width)` (the bias add and
+    /// the folded BatchNorm are not counted, as torchvision's and the paper's figures do not).
+    pub fn macs(&self, height: usize, width: usize) -> u64 {
+        let (h, w) = self.output_size(height, width);
+        let per_output =
+            (self.in_channels / self.groups * self.kernel_size * self.kernel_size) as u64;
+        (h * w * self.out_channels) as u64 * per_output
+    }
+
     /// Number of trainable parameters (conv weight, BN weight and bias; not the running statistics).
     pub fn num_params(&self) -> usize {
         self.weight_shape().iter().product::<usize>() + 2 * self.out_channels

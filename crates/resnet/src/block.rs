@@ -118,6 +118,21 @@ impl BlockPlan {
             .collect()
     }
 
+    /// Multiply-accumulates of the block on an input of `(height, width)`, and its output size.
+    pub fn macs(&self, height: usize, width: usize) -> (u64, (usize, usize)) {
+        let mut size = (height, width);
+        let mut macs = 0;
+        for (conv, _, cfg) in self.layers() {
+            if conv.starts_with("downsample") {
+                macs += cfg.macs(height, width);
+            } else {
+                macs += cfg.macs(size.0, size.1);
+                size = cfg.output_size(size.0, size.1);
+            }
+        }
+        (macs, size)
+    }
+
     pub fn num_params(&self) -> usize {
         self.layers().iter().map(|(_, _, c)| c.num_params()).sum()
     }

@@ -120,6 +120,25 @@ impl ResNet {
         stem_cfg.num_params() + blocks + fc
     }
 
+    /// Multiply-accumulates of one forward pass on a `height` x `width` image: convolutions and the
+    /// classifier (torchvision's "GFLOPS" and the paper's "FLOPs" count the same thing).
+    pub fn macs(cfg: &ResNetConfig, height: usize, width: usize) -> u64 {
+        let (stem_cfg, pool) = stem_layer(cfg);
+        let mut macs = stem_cfg.macs(height, width);
+        let (h, w) = stem_cfg.output_size(height, width);
+        let pooled =
+            |x: usize| (x + 2 * pool.padding).saturating_sub(pool.kernel_size) / pool.stride + 1;
+        let mut size = (pooled(h), pooled(w));
+        for plan in stage_plans(cfg).iter().flatten() {
+            let (m, out) = plan.macs(size.0, size.1);
+            macs += m;
+            size = out;
+        }
+        macs + cfg
+            .num_classes
+            .map_or(0, |n| (n * cfg.num_features()) as u64)
+    }
+
     /// Channels and reduction of the stem (`act1`) and of every stage, without running the model.
     pub fn feature_info_for(cfg: &ResNetConfig) -> Vec<FeatureInfo> {
         let mut info = vec![FeatureInfo {
