@@ -1,6 +1,7 @@
 //! Downloads against a Hub stand-in (`support/fake_hub.rs`) on 127.0.0.1: the happy path, the
 //! cache, offline mode, and every fault a real server or network can produce. Nothing here reaches
 //! the internet.
+#![cfg(feature = "download")]
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 #[path = "support/fake_hub.rs"]

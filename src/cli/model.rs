@@ -1,5 +1,6 @@
 //! `--model` / `--arch` / `--weights` / `--offline`: which weights to load and how to preprocess.
 
+#[cfg(feature = "download")]
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -43,6 +44,7 @@ fn usage(e: impl std::fmt::Display) -> anyhow::Error {
 }
 
 /// A progress bar on stderr when it is a terminal; silent otherwise.
+#[cfg(feature = "download")]
 fn progress_bar(label: &str) -> impl FnMut(hub::Progress) {
     let tty = std::io::stderr().is_terminal();
     let label = label.to_string();
@@ -88,6 +90,14 @@ impl ModelArgs {
                 let model = hub::load_safetensors(path, &info.config()?, DType::F32, &device)?;
                 Ok(Loaded { model, preprocess: info.preprocess(), name: info.name.clone() })
             }
+            #[cfg(not(feature = "download"))]
+            (Some(name), _, None) => {
+                hub::registry::find(name).map_err(|e| usage(format!("--model: {e}")))?;
+                Err(usage(
+                    "this resnet-zoo was built without the `download` feature: pass --weights FILE, or rebuild with `--features download`",
+                ))
+            }
+            #[cfg(feature = "download")]
             (Some(name), _, None) => {
                 // Name errors are usage errors; everything after the lookup is a runtime failure.
                 hub::registry::find(name).map_err(|e| usage(format!("--model: {e}")))?;
