@@ -11,7 +11,6 @@
 //! comes from a user or a server is validated before it becomes a path.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::HubError;
@@ -180,17 +179,7 @@ impl HubCache {
         let path = self.repo_dir(repo).join("refs").join(revision);
         let dir = path.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), unique()));
-        let write = || -> std::io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(commit.as_bytes())?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            io_err(&path)(e)
-        })
+        crate::atomic::write(&path, commit.as_bytes()).map_err(io_err(&path))
     }
 
     /// Moves a verified download into `blobs/{sha256}` and links `snapshots/{commit}/{file}` to it.
@@ -238,7 +227,7 @@ impl HubCache {
         Ok(dir.join(format!(
             "{sha256}.{}.{}.incomplete",
             std::process::id(),
-            unique()
+            crate::atomic::unique()
         )))
     }
 
@@ -257,15 +246,6 @@ impl HubCache {
             }
         }
     }
-}
-
-fn unique() -> u128 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    nanos ^ (u128::from(COUNTER.fetch_add(1, Ordering::Relaxed)) << 100)
 }
 
 #[cfg(unix)]
