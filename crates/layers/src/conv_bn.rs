@@ -1,6 +1,7 @@
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Conv2dConfig, Init, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 
+use crate::grouped::grouped_conv2d;
 use crate::TensorSpec;
 
 /// Shape of a [`ConvBn`]: a bias-free `Conv2d` followed by `BatchNorm2d(out_channels)`.
@@ -40,6 +41,17 @@ impl ConvBnConfig {
         [self.out_channels, self.in_channels / self.groups, k, k]
     }
 
+    /// The checkpoint tensor of a convolution with no norm after it (or a pre-activation norm that
+    /// belongs to the next layer): `{conv}.weight`.
+    pub fn conv_specs(&self, conv: &str) -> Vec<TensorSpec> {
+        vec![TensorSpec::new(conv, "weight", &self.weight_shape())]
+    }
+
+    /// Number of elements of the convolution weight alone.
+    pub fn weight_numel(&self) -> usize {
+        self.weight_shape().iter().product()
+    }
+
     /// The checkpoint tensors this layer reads: `{conv}.weight` and the four BatchNorm tensors
     /// `{bn}.weight`, `{bn}.bias`, `{bn}.running_mean`, `{bn}.running_var`.
     pub fn tensor_specs(&self, conv: &str, bn: &str) -> Vec<TensorSpec> {
@@ -71,11 +83,13 @@ impl ConvBnConfig {
 
     /// Number of trainable parameters (conv weight, BN weight and bias; not the running statistics).
     pub fn num_params(&self) -> usize {
-        self.weight_shape().iter().product::<usize>() + 2 * self.out_channels
+        self.weight_numel() + 2 * self.out_channels
     }
 }
 
-/// A convolution with inference-mode BatchNorm folded in: one `conv2d` plus a bias add.
+/// A bias-free convolution, with the inference-mode BatchNorm that follows it folded in
+/// ([`ConvBn::new`]), or alone ([`ConvBn::conv_only`], for pre-activation networks whose norms come
+/// before the convolution, optionally weight-standardised as in BiT).
 ///
 /// PyTorch evaluates `(conv(x) - mean) / sqrt(var + eps) * gamma + beta`; folding computes the same
 /// affine map once at load time. The fold runs in f32 (f64 for f64 models) before the result is cast
@@ -83,32 +97,42 @@ impl ConvBnConfig {
 #[derive(Debug, Clone)]
 pub struct ConvBn {
     weight: Tensor,
-    /// Shape `[1, out_channels, 1, 1]`, ready to broadcast over NCHW.
-    bias: Tensor,
+    /// Shape `[1, out_channels, 1, 1]`, ready to broadcast over NCHW; `None` without a folded norm.
+    bias: Option<Tensor>,
     config: ConvBnConfig,
+}
+
+/// The dtype load-time arithmetic runs in: f64 for f64 models, f32 otherwise.
+fn fold_dtype(run_dtype: DType) -> DType {
+    if run_dtype == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    }
+}
+
+fn check_groups(config: &ConvBnConfig, conv: &VarBuilder) -> Result<()> {
+    if config.groups == 0
+        || !config.in_channels.is_multiple_of(config.groups)
+        || !config.out_channels.is_multiple_of(config.groups)
+    {
+        candle_core::bail!(
+            "conv {}: in_channels {} and out_channels {} must be divisible by groups {}",
+            conv.prefix(),
+            config.in_channels,
+            config.out_channels,
+            config.groups
+        );
+    }
+    Ok(())
 }
 
 impl ConvBn {
     /// Loads `conv.weight` and the BatchNorm tensors under `bn`, folds them, and casts to `conv`'s dtype.
     pub fn new(config: &ConvBnConfig, conv: VarBuilder, bn: VarBuilder) -> Result<Self> {
-        if config.groups == 0
-            || !config.in_channels.is_multiple_of(config.groups)
-            || !config.out_channels.is_multiple_of(config.groups)
-        {
-            candle_core::bail!(
-                "conv {}: in_channels {} and out_channels {} must be divisible by groups {}",
-                conv.prefix(),
-                config.in_channels,
-                config.out_channels,
-                config.groups
-            );
-        }
+        check_groups(config, &conv)?;
         let run_dtype = conv.dtype();
-        let fold_dtype = if run_dtype == DType::F64 {
-            DType::F64
-        } else {
-            DType::F32
-        };
+        let fold_dtype = fold_dtype(run_dtype);
         let c = config.out_channels;
         let get = |vb: &VarBuilder, shape: &[usize], name: &str| {
             vb.get_with_hints_dtype(shape, name, Init::Const(0.), fold_dtype)
@@ -124,7 +148,44 @@ impl ConvBn {
         let bias = (beta - (mean * &scale)?)?;
         Ok(Self {
             weight: weight.to_dtype(run_dtype)?.contiguous()?,
-            bias: bias.to_dtype(run_dtype)?.reshape((1, c, 1, 1))?,
+            bias: Some(bias.to_dtype(run_dtype)?.reshape((1, c, 1, 1))?),
+            config: *config,
+        })
+    }
+
+    /// Loads `conv.weight` alone (no norm, no bias). With `standardize = Some(eps)` the weight is
+    /// standardised per output channel at load time, `(w - mean) / sqrt(var + eps)` over
+    /// `in/groups * k * k` with the biased variance: timm's `StdConv2d` (BiT uses `eps = 1e-8`),
+    /// which recomputes the same thing on every forward.
+    pub fn conv_only(
+        config: &ConvBnConfig,
+        conv: VarBuilder,
+        standardize: Option<f64>,
+    ) -> Result<Self> {
+        check_groups(config, &conv)?;
+        let run_dtype = conv.dtype();
+        let weight = conv.get_with_hints_dtype(
+            &config.weight_shape()[..],
+            "weight",
+            Init::Const(0.),
+            fold_dtype(run_dtype),
+        )?;
+        let weight = match standardize {
+            Some(eps) => {
+                let c = config.out_channels;
+                let flat = weight.reshape((c, ()))?;
+                let mean = flat.mean_keepdim(1)?;
+                let centred = flat.broadcast_sub(&mean)?;
+                let var = centred.sqr()?.mean_keepdim(1)?;
+                centred
+                    .broadcast_div(&(var + eps)?.sqrt()?)?
+                    .reshape(weight.shape())?
+            }
+            None => weight,
+        };
+        Ok(Self {
+            weight: weight.to_dtype(run_dtype)?.contiguous()?,
+            bias: None,
             config: *config,
         })
     }
@@ -139,32 +200,28 @@ impl ConvBn {
         &self.weight
     }
 
-    /// The folded bias, `[1, out, 1, 1]`.
-    pub fn bias(&self) -> &Tensor {
-        &self.bias
-    }
-
-    fn conv_config(&self) -> Conv2dConfig {
-        Conv2dConfig {
-            padding: self.config.padding,
-            stride: self.config.stride,
-            dilation: 1,
-            groups: self.config.groups,
-            cudnn_fwd_algo: None,
-        }
+    /// The folded bias, `[1, out, 1, 1]`, or `None` for a convolution without a norm.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
     }
 }
 
 impl Module for ConvBn {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let cfg = self.conv_config();
-        let y = x.conv2d(
-            &self.weight,
-            cfg.padding,
-            cfg.stride,
-            cfg.dilation,
-            cfg.groups,
-        )?;
-        y.broadcast_add(&self.bias)
+        let ConvBnConfig {
+            stride,
+            padding,
+            groups,
+            ..
+        } = self.config;
+        let y = if groups == 1 {
+            x.conv2d(&self.weight, padding, stride, 1, 1)?
+        } else {
+            grouped_conv2d(x, &self.weight, stride, padding, groups)?
+        };
+        match &self.bias {
+            Some(bias) => y.broadcast_add(bias),
+            None => Ok(y),
+        }
     }
 }

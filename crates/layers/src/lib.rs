@@ -3,7 +3,14 @@
 //! - [`ConvBn`]: a convolution followed by an inference-mode BatchNorm, folded into one convolution with
 //!   bias when the weights are loaded (`w' = w * gamma / sqrt(var + eps)`, `b' = beta - mean * gamma /
 //!   sqrt(var + eps)`), computed in f32 (f64 for f64 models) whatever the file's or the run's dtype.
-//! - [`MaxPool2d`]: max pooling with PyTorch's implicit `-inf` padding.
+//!   Without a norm ([`ConvBn::conv_only`]) it can standardise its weight once at load (BiT's StdConv).
+//! - [`grouped_conv2d`]: a grouped convolution (ResNeXt) as one batched matmul, not one conv per group.
+//! - [`NormAct`]: BatchNorm (folded to scale and shift) or GroupNorm, then ReLU: the pre-activation
+//!   norms of ResNet V2 / BiT.
+//! - [`Shortcut`]: identity, projection (option B), ResNet-D's average-pool projection, and the
+//!   paper's parameter-free zero-padding shortcut (option A).
+//! - [`MaxPool2d`]: max pooling with PyTorch's implicit `-inf` padding; [`avg_pool2d_ceil`]: average
+//!   pooling with `ceil_mode=True, count_include_pad=False`.
 //! - [`global_avg_pool`]: `adaptive_avg_pool2d(1)` followed by `flatten(1)`.
 //! - [`TensorSpec`]: the name and shape of one checkpoint tensor, so a model can say which tensors it
 //!   expects before anything is loaded (strict loading).
@@ -11,9 +18,15 @@
 //! Every layer is a plain struct with `new(config, vb)` and `impl Module`, so `{:?}` prints the tree.
 
 mod conv_bn;
+mod grouped;
+mod norm;
 mod pool;
+mod shortcut;
 mod spec;
 
 pub use conv_bn::{ConvBn, ConvBnConfig};
-pub use pool::{global_avg_pool, MaxPool2d};
+pub use grouped::grouped_conv2d;
+pub use norm::{NormAct, NormKind};
+pub use pool::{avg_pool2d_ceil, global_avg_pool, MaxPool2d};
+pub use shortcut::Shortcut;
 pub use spec::TensorSpec;

@@ -45,3 +45,65 @@ impl Module for MaxPool2d {
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     x.flatten_from(2)?.mean(D::Minus1)
 }
+
+/// `AvgPool2d(k, stride=k, ceil_mode=True, count_include_pad=False)` of an NCHW tensor: the
+/// ResNet-D shortcut's pooling. With an odd size the last window hangs over the border and averages
+/// only the values inside it, as PyTorch does.
+pub fn avg_pool2d_ceil(x: &Tensor, k: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    if k <= 1 {
+        return Ok(x.clone());
+    }
+    if h.is_multiple_of(k) && w.is_multiple_of(k) {
+        return x.avg_pool2d(k);
+    }
+    // Zero-pad to whole windows, average, then rescale the partial windows by k^2 / (values inside).
+    let (ho, wo) = (h.div_ceil(k), w.div_ceil(k));
+    let padded = x
+        .pad_with_zeros(2, 0, ho * k - h)?
+        .pad_with_zeros(3, 0, wo * k - w)?;
+    let inside = |i: usize, n: usize, len: usize| if i + 1 == n { len - i * k } else { k };
+    let factors: Vec<f32> = (0..ho)
+        .flat_map(|i| (0..wo).map(move |j| (i, j)))
+        .map(|(i, j)| (k * k) as f32 / (inside(i, ho, h) * inside(j, wo, w)) as f32)
+        .collect();
+    let factors = Tensor::from_vec(factors, (1, 1, ho, wo), x.device())?.to_dtype(x.dtype())?;
+    padded.avg_pool2d(k)?.broadcast_mul(&factors)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn ceil_avg_pool_averages_only_inside_values() {
+        // 3x5: windows rows {0,1},{2}; cols {0,1},{2,3},{4}.
+        let x = Tensor::arange(0f32, 15., &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 3, 5))
+            .unwrap();
+        let y = avg_pool2d_ceil(&x, 2).unwrap();
+        let got: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
+        let want = [
+            (0. + 1. + 5. + 6.) / 4.,
+            (2. + 3. + 7. + 8.) / 4.,
+            (4. + 9.) / 2.,
+            (10. + 11.) / 2.,
+            (12. + 13.) / 2.,
+            14.,
+        ];
+        assert_eq!(y.dims(), &[1, 1, 2, 3]);
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-5, "{got:?} vs {want:?}");
+        }
+    }
+
+    #[test]
+    fn max_pool_pads_with_minus_infinity() {
+        let x = Tensor::full(-3f32, (1, 1, 2, 2), &Device::Cpu).unwrap();
+        let y = MaxPool2d::new(3, 2, 1).forward(&x).unwrap();
+        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [-3.]);
+    }
+}
