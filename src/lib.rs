@@ -24,8 +24,9 @@
 pub use resnet_zoo_hub as hub;
 pub use resnet_zoo_layers as layers;
 pub use resnet_zoo_resnet::{
-    block, config, imagenet, model, presets, suggest, transforms, BlockKind, FeatureInfo, ResNet,
-    ResNetConfig, Stage, Stem, StridePlacement, PRESETS,
+    block, config, imagenet, model, preset_names, presets, suggest, transforms, BlockKind,
+    FeatureInfo, NormKind, ResNet, ResNetConfig, ShortcutKind, Stage, Stem, StridePlacement,
+    PRESETS,
 };
 
 pub mod classify;

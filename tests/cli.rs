@@ -186,6 +186,12 @@ fn list_prints_presets_and_pretrained_rows() {
         text.contains("resnet50") && text.contains("25557032"),
         "{text}"
     );
+    for name in resnet_zoo::preset_names() {
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name));
+        assert!(line.is_some(), "{name} missing:\n{text}");
+    }
     let out = run(&["list", "--pretrained"]);
     let text = String::from_utf8(out.stdout).unwrap();
     for w in resnet_zoo::hub::registry::all().unwrap() {
@@ -224,6 +230,14 @@ fn info_reports_model_facts() {
         .map(|f| f["channels"].as_u64().unwrap())
         .collect();
     assert_eq!(channels, [64, 256, 512, 1024, 2048]);
+    // CIFAR nets are counted at their own 32x32 unless --size says otherwise.
+    let out = run(&["info", "--arch", "resnet20", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["input_size"].as_u64(), v["output_stride"].as_u64()),
+        (Some(32), Some(4))
+    );
+    assert_eq!(v["params"], 269_722);
     let out = run(&["info", "--arch", "resnet5"]);
     assert_eq!(out.status.code(), Some(2));
     assert_stderr_has(&out, "did you mean");

@@ -196,11 +196,13 @@ fn not_safetensors_files_are_named() {
 fn tensor_specs_are_what_the_builder_reads() {
     // The spec list used for strict checking must be exactly the set of tensors `ResNet::new` reads:
     // build from a VarMap (which records every variable created) and compare.
-    for cfg in [
-        tiny(BlockKind::Basic),
-        tiny(BlockKind::Bottleneck),
-        ResNetConfig::resnet50(),
-    ] {
+    let presets = resnet_zoo::PRESETS
+        .iter()
+        .map(|(_, build)| build().with_num_classes(Some(10)));
+    for cfg in [tiny(BlockKind::Basic), tiny(BlockKind::Bottleneck)]
+        .into_iter()
+        .chain(presets)
+    {
         let varmap = candle_nn::VarMap::new();
         let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         ResNet::new(&cfg, vb).unwrap();
@@ -239,6 +241,12 @@ fn parameter_counts_equal_torchvision() {
         ("resnet50_v1", 25_557_032),
         ("resnet101_v1", 44_549_160),
         ("resnet152_v1", 60_192_808),
+        // timm 1.0.31 `sum(p.numel() for p in timm.create_model(name).parameters())`.
+        ("resnet50d", 25_576_264),
+        ("resnet101d", 44_568_392),
+        ("resnetv2_50", 25_549_352),
+        ("resnetv2_101", 44_541_480),
+        ("resnetv2_50x1_bit", 25_549_352),
     ] {
         assert_eq!(
             ResNet::num_params(&ResNetConfig::preset(name).unwrap()),
@@ -246,6 +254,61 @@ fn parameter_counts_equal_torchvision() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn cifar_parameter_counts_equal_the_paper() {
+    // He et al. 2015, Table 6 (option A, so the shortcuts add nothing): 0.27M ... 1.7M.
+    for (name, millions) in [
+        ("resnet20", 0.27),
+        ("resnet32", 0.46),
+        ("resnet44", 0.66),
+        ("resnet56", 0.85),
+        ("resnet110", 1.7),
+    ] {
+        let a = ResNet::num_params(&ResNetConfig::preset(name).unwrap());
+        let digits = if millions < 1.0 { 100.0 } else { 10.0 };
+        let rounded = (a as f64 / 1e6 * digits).round() / digits;
+        assert_eq!(rounded, millions, "{name}: {a} parameters");
+        // Option B adds one 1x1 projection + BN at each of the two stage transitions.
+        let b = ResNet::num_params(&ResNetConfig::preset(&format!("{name}_b")).unwrap());
+        let projections = (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64);
+        assert_eq!(b - a, projections, "{name}_b");
+    }
+}
+
+#[test]
+fn feature_info_of_every_family() {
+    let table = |name: &str| -> Vec<(String, usize, usize)> {
+        ResNet::feature_info_for(&ResNetConfig::preset(name).unwrap())
+            .into_iter()
+            .map(|f| (f.name, f.channels, f.reduction))
+            .collect()
+    };
+    let imagenet = |stem: &str| {
+        [
+            (stem, 64, 2),
+            ("layer1", 256, 4),
+            ("layer2", 512, 8),
+            ("layer3", 1024, 16),
+            ("layer4", 2048, 32),
+        ]
+        .map(|(n, c, r)| (n.to_string(), c, r))
+        .to_vec()
+    };
+    assert_eq!(table("resnet50d"), imagenet("act1"));
+    assert_eq!(table("resnetv2_50"), imagenet("conv1"));
+    assert_eq!(table("resnetv2_50x1_bit"), imagenet("conv1"));
+    let cifar: Vec<(String, usize, usize)> = [
+        ("act1", 16, 1),
+        ("layer1", 16, 1),
+        ("layer2", 32, 2),
+        ("layer3", 64, 4),
+    ]
+    .map(|(n, c, r)| (n.to_string(), c, r))
+    .to_vec();
+    assert_eq!(table("resnet56"), cifar);
+    assert_eq!(table("resnet56_b"), cifar);
 }
 
 #[test]
@@ -276,6 +339,47 @@ fn invalid_configs_and_inputs_are_errors() {
     let vb = candle_nn::VarBuilder::zeros(DType::F32, &Device::Cpu);
     let msg = ResNet::new(&bad, vb).unwrap_err().to_string();
     assert!(msg.contains("BasicBlock only supports groups=1"), "{msg}");
+    for (bad, want) in [
+        (
+            ResNetConfig {
+                block: BlockKind::PreActBottleneck,
+                ..ResNetConfig::resnet50()
+            },
+            "pre-activation blocks and Stem::PreAct go together",
+        ),
+        (
+            ResNetConfig {
+                norm: resnet_zoo::NormKind::GroupNorm { groups: 32 },
+                ..ResNetConfig::resnet50()
+            },
+            "GroupNorm and weight standardisation need pre-activation blocks",
+        ),
+        (
+            ResNetConfig {
+                norm: resnet_zoo::NormKind::GroupNorm { groups: 24 },
+                ..ResNetConfig::resnetv2_50()
+            },
+            "64 channels cannot be split into 24 groups",
+        ),
+        (
+            ResNetConfig {
+                shortcut: resnet_zoo::ShortcutKind::AvgDown,
+                ..ResNetConfig::resnetv2_50()
+            },
+            "projection shortcut only",
+        ),
+        (
+            ResNetConfig {
+                planes: vec![64, 32, 64, 64],
+                shortcut: resnet_zoo::ShortcutKind::ZeroPad,
+                ..ResNetConfig::resnet18()
+            },
+            "cannot reduce channels (64 -> 32 in stage 2)",
+        ),
+    ] {
+        let msg = bad.validate().unwrap_err().to_string();
+        assert!(msg.contains(want), "{msg}");
+    }
     let msg = ResNetConfig::preset("resnet05").unwrap_err().to_string();
     assert!(
         msg.contains("unknown architecture 'resnet05'") && msg.contains("did you mean 'resnet50'"),
@@ -319,6 +423,8 @@ fn macs_match_published_figures() {
         ("resnet50_v1", 3.8),
         ("resnet101_v1", 7.6),
         ("resnet152_v1", 11.3),
+        // timm's model card of `resnetv2_50.a1h_in1k` (GMACs at 224).
+        ("resnetv2_50", 4.11),
     ] {
         let ours = ResNet::macs(&ResNetConfig::preset(name).unwrap(), 224, 224) as f64 / 1e9;
         let rel = (ours - gmacs).abs() / gmacs;
@@ -328,6 +434,9 @@ fn macs_match_published_figures() {
             rel * 100.0
         );
     }
+    // timm's model card of `resnetv2_50x1_bit.goog_in21k_ft_in1k`: 16.62 GMACs at 448x448.
+    let bit = ResNet::macs(&ResNetConfig::resnetv2_50x1_bit(), 448, 448) as f64 / 1e9;
+    assert!((bit - 16.62).abs() / 16.62 <= 0.02, "BiT: {bit:.3} GMACs");
     // The paper's ResNet-18/34 figures (1.8, 3.6) describe the same layout as torchvision's.
     for (name, gmacs) in [("resnet18", 1.8), ("resnet34", 3.6)] {
         let ours = ResNet::macs(&ResNetConfig::preset(name).unwrap(), 224, 224) as f64 / 1e9;

@@ -1,39 +1,62 @@
-//! PyTorch parity: every preset against torchvision, on random weights with randomised BatchNorm
-//! statistics, at 224x224 (batch 2) and 160x192 (batch 1).
+//! PyTorch parity: every preset against its reference (torchvision, timm, or the harness's CIFAR
+//! module written from the paper), on random weights with randomised normalisation statistics, at
+//! the reference size (224x224 at batch 2, 32x32 for CIFAR) and one non-square size at batch 1.
 //!
-//! Reference tensors come from `tests/parity/make_fixtures.py` (torch 2.15, torchvision 0.29; run by
-//! `make test`). Tolerance: `max|ours - torch| / max|torch| <= 1e-4` on the stem, every stage, the
-//! pooled embedding and the logits; top-5 classes identical. The measured errors are printed
-//! (`cargo test --release --test parity -- --nocapture`).
+//! Reference tensors come from `tests/parity/make_fixtures.py` (torch 2.15, torchvision 0.29,
+//! timm 1.0.31; run by `make test`). Tolerance: `max|ours - torch| / max|torch| <= 1e-4` on the
+//! stem, every stage, the final feature map, the pooled embedding and the logits; top-5 classes
+//! identical. The measured errors are printed (`cargo test --release --test parity -- --nocapture`).
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
 
-use candle_core::{DType, Device, Module};
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Module, Tensor};
 use common::{load_tensors, rel_err, top_k};
 use resnet_zoo::{hub, ResNet, ResNetConfig};
 
 const TOL: f64 = 1e-4;
-const SIZES: [&str; 2] = ["224", "160x192"];
+
+/// The input size tags of an io file (`input_224`, `input_160x192`, ... -> `224`, `160x192`).
+fn size_tags(t: &HashMap<String, Tensor>) -> Vec<String> {
+    let mut tags: Vec<String> = t
+        .keys()
+        .filter_map(|k| k.strip_prefix("input_").map(str::to_string))
+        .collect();
+    tags.sort();
+    assert!(!tags.is_empty(), "io file without inputs");
+    tags
+}
 
 /// Compares every output of `model` with the reference tensors of `io` and returns the worst error.
 fn check_outputs(label: &str, model: &ResNet, io: &str, tol: f64) -> f64 {
     let t = load_tensors(io);
     let mut worst: f64 = 0.0;
-    for size in SIZES {
-        let get = |name: &str| t[&format!("{name}_{size}")].clone();
+    for size in size_tags(&t) {
+        let get = |name: &str| {
+            t.get(&format!("{name}_{size}"))
+                .unwrap_or_else(|| panic!("{io} has no {name}_{size}"))
+                .clone()
+        };
         let x = get("input").to_dtype(model.dtype()).unwrap();
-        let feats = model.forward_intermediates(&x, &[0, 1, 2, 3, 4]).unwrap();
-        let pooled = model.forward_head(&feats[4], true).unwrap();
-        let logits = model.forward_head(&feats[4], false).unwrap();
-        let names = ["stem", "layer1", "layer2", "layer3", "layer4"];
+        let all: Vec<usize> = (0..model.feature_info().len()).collect();
+        let feats = model.forward_intermediates(&x, &all).unwrap();
+        let features = model.forward_features(&x).unwrap();
+        let pooled = model.forward_head(&features, true).unwrap();
+        let logits = model.forward_head(&features, false).unwrap();
+        let mut outputs: Vec<(String, &Tensor)> = vec![("stem".into(), &feats[0])];
+        for (i, f) in feats.iter().enumerate().skip(1) {
+            outputs.push((format!("layer{i}"), f));
+        }
+        outputs.extend([
+            ("features".into(), &features),
+            ("pooled".into(), &pooled),
+            ("logits".into(), &logits),
+        ]);
         let mut line = format!("{label} @{size}:");
-        for (name, ours) in names.iter().zip(&feats).chain(
-            [("pooled", &pooled), ("logits", &logits)]
-                .iter()
-                .map(|(n, t)| (n, *t)),
-        ) {
-            let err = rel_err(ours, &get(name));
+        for (name, ours) in outputs {
+            let err = rel_err(ours, &get(&name));
             line += &format!(" {name} {err:.2e}");
             assert!(
                 err <= tol,
@@ -99,6 +122,75 @@ fn resnext50_32x4d_matches_torchvision() {
 #[test]
 fn wide_resnet50_2_matches_torchvision() {
     check_preset("wide_resnet50_2");
+}
+
+/// ResNet-D: deep stem and average-pool shortcuts, against timm; the 200x168 input gives odd
+/// stage sizes, where the shortcut's ceil-mode pool averages partial windows.
+#[test]
+fn resnet50d_matches_timm() {
+    check_preset("resnet50d");
+}
+
+#[test]
+fn resnet101d_matches_timm() {
+    check_preset("resnet101d");
+}
+
+/// Pre-activation V2 with BatchNorm, from timm-named files (`stem.conv`, `stages.N.blocks.M`,
+/// `head.fc`) through the key map.
+#[test]
+fn resnetv2_50_matches_timm() {
+    check_preset("resnetv2_50");
+}
+
+#[test]
+fn resnetv2_101_matches_timm() {
+    check_preset("resnetv2_101");
+}
+
+/// BiT: GroupNorm, weight standardisation (eps 1e-8) and zero padding before the stem pool.
+#[test]
+fn resnetv2_50x1_bit_matches_timm() {
+    check_preset("resnetv2_50x1_bit");
+}
+
+/// The paper's CIFAR ResNets, options A (zero-padding shortcut) and B (projection), against the
+/// harness's module written from the paper, at 32x32 and 28x36.
+#[test]
+fn cifar_resnets_match_the_paper_module() {
+    for depth in [20, 32, 44, 56, 110] {
+        check_preset(&format!("resnet{depth}"));
+        check_preset(&format!("resnet{depth}_b"));
+    }
+}
+
+/// Parameters and multiply-accumulates of every preset equal what the harness counted on the
+/// reference module: `sum(p.numel())` and `torch.utils.flop_counter.FlopCounterMode` / 2 (which
+/// counts convolutions and matmuls, as our MACs do) at 224x224 (32x32 for CIFAR).
+#[test]
+fn every_preset_counts_like_its_reference() {
+    let path = common::fixture("models.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for name in resnet_zoo::preset_names() {
+        let entry = &manifest["models"][name];
+        assert!(entry.is_object(), "models.json has no entry for {name}");
+        let cfg = ResNetConfig::preset(name).unwrap();
+        // `[1, 3, H, W]`, square.
+        let size = entry["input_size"][3].as_u64().unwrap() as usize;
+        let (params, macs) = (ResNet::num_params(&cfg), ResNet::macs(&cfg, size, size));
+        println!(
+            "{name:18} {params:>11} params {:>8.3} GMACs at {size} ({})",
+            macs as f64 / 1e9,
+            entry["reference"].as_str().unwrap_or("?")
+        );
+        assert_eq!(
+            params as u64,
+            entry["params"].as_u64().unwrap(),
+            "{name} params"
+        );
+        assert_eq!(macs, entry["macs"].as_u64().unwrap(), "{name} MACs");
+    }
 }
 
 /// The paper's original V1 (stride on the first 1x1), against torchvision's Bottleneck with the stride

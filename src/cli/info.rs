@@ -11,9 +11,9 @@ pub struct InfoArgs {
     /// Architecture (see `resnet-zoo list`).
     #[arg(long)]
     pub arch: String,
-    /// Input side for the multiply-accumulate count.
-    #[arg(long, default_value_t = 224, value_parser = clap::value_parser!(u16).range(1..=4096))]
-    pub size: u16,
+    /// Input side for the multiply-accumulate count [default: 224, 32 for the CIFAR nets].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub size: Option<u16>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -21,7 +21,9 @@ pub struct InfoArgs {
 
 pub fn run(args: &InfoArgs) -> anyhow::Result<ExitCode> {
     let cfg = ResNetConfig::preset(&args.arch).map_err(|e| Usage(format!("--arch: {e}")))?;
-    let size = usize::from(args.size);
+    let size = args
+        .size
+        .map_or_else(|| cfg.default_input_size(), usize::from);
     let params = ResNet::num_params(&cfg);
     let macs = ResNet::macs(&cfg, size, size);
     let features = ResNet::feature_info_for(&cfg);
@@ -38,11 +40,12 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<ExitCode> {
             "input_size": size,
             "output_stride": output_stride,
             "num_features": cfg.num_features(),
+            "layout": cfg.summary(),
             "features": stages,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
-        println!("{}", args.arch);
+        println!("{}: {}", args.arch, cfg.summary());
         println!("  parameters     {params}");
         println!("  MACs at {size}x{size} {:.3} G", macs as f64 / 1e9);
         println!("  output stride  {output_stride}");

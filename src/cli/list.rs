@@ -33,10 +33,21 @@ pub fn run(args: &ListArgs) -> anyhow::Result<ExitCode> {
             );
         }
     } else {
-        println!("{:<18} {:>12}", "arch", "params");
+        println!(
+            "{:<18} {:>12} {:>7} {:>5} {:>7}  layout",
+            "arch", "params", "GMACs", "input", "classes"
+        );
         for name in resnet_zoo::presets::preset_names() {
             let cfg = ResNetConfig::preset(name)?;
-            println!("{name:<18} {:>12}", ResNet::num_params(&cfg));
+            let size = cfg.default_input_size();
+            println!(
+                "{name:<18} {:>12} {:>7.3} {:>5} {:>7}  {}",
+                ResNet::num_params(&cfg),
+                ResNet::macs(&cfg, size, size) as f64 / 1e9,
+                size,
+                cfg.num_classes.unwrap_or(0),
+                cfg.summary()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -13,6 +13,9 @@ pub enum Scheme {
     /// Hugging Face transformers `ResNetForImageClassification` (`resnet.` prefix, `classifier.1`) or
     /// a bare `ResNetModel` (no prefix): `microsoft/resnet-*`.
     Transformers,
+    /// timm's `ResNetV2` (`resnetv2_*`, BiT `resnetv2_*_bit`): `stem.conv`, `stages.N.blocks.M`,
+    /// `downsample.conv`, `norm`, `head.fc`. BiT and the BatchNorm V2 share these names.
+    TimmResNetV2,
 }
 
 impl Scheme {
@@ -20,6 +23,7 @@ impl Scheme {
         match self {
             Scheme::Torchvision => "torchvision",
             Scheme::Transformers => "transformers",
+            Scheme::TimmResNetV2 => "timm ResNetV2",
         }
     }
 
@@ -27,6 +31,7 @@ impl Scheme {
         match self {
             Scheme::Torchvision => &[],
             Scheme::Transformers => TRANSFORMERS,
+            Scheme::TimmResNetV2 => TIMM_RESNETV2,
         }
     }
 }
@@ -55,18 +60,35 @@ const TRANSFORMERS: &[(&str, &str)] = &[
     ("classifier.1.*", "fc.*"),
 ];
 
+/// timm `resnetv2.py` -> ours. Our pre-activation blocks keep timm's `norm1..3`/`conv1..3`; the
+/// classifier `head.fc` is a 1x1 convolution there and stays `[n, C, 1, 1]` (the model reshapes it).
+const TIMM_RESNETV2: &[(&str, &str)] = &[
+    ("stem.conv.weight", "conv1.weight"),
+    (
+        "stages.{s}.blocks.{b}.downsample.conv.weight",
+        "layer{s+1}.{b}.downsample.0.weight",
+    ),
+    // norm1..3 and conv1..3 keep their names (a rule above wins: rules apply in order).
+    ("stages.{s}.blocks.{b}.*", "layer{s+1}.{b}.*"),
+    ("norm.*", "norm.*"),
+    ("head.fc.*", "fc.*"),
+];
+
 /// The scheme of a checkpoint with these tensor names.
 pub fn detect<'a>(names: impl IntoIterator<Item = &'a str>) -> Scheme {
-    let transformers = names.into_iter().any(|n| {
-        n.starts_with("resnet.embedder.")
+    let mut scheme = Scheme::Torchvision;
+    for n in names {
+        if n.starts_with("resnet.embedder.")
             || n.starts_with("embedder.embedder.")
             || n.starts_with("resnet.encoder.")
-    });
-    if transformers {
-        Scheme::Transformers
-    } else {
-        Scheme::Torchvision
+        {
+            return Scheme::Transformers;
+        }
+        if n.starts_with("stem.conv.") || n.starts_with("stages.") {
+            scheme = Scheme::TimmResNetV2;
+        }
     }
+    scheme
 }
 
 /// Our (torchvision) name for a checkpoint tensor, or `None` when no rule of the scheme maps it.
@@ -171,6 +193,48 @@ mod tests {
         ] {
             assert_eq!(map_name(Scheme::Transformers, unmapped), None, "{unmapped}");
         }
+    }
+
+    #[test]
+    fn timm_resnetv2_names_map_to_ours() {
+        let cases = [
+            ("stem.conv.weight", "conv1.weight"),
+            (
+                "stages.0.blocks.0.downsample.conv.weight",
+                "layer1.0.downsample.0.weight",
+            ),
+            (
+                "stages.3.blocks.2.norm1.running_var",
+                "layer4.2.norm1.running_var",
+            ),
+            ("stages.2.blocks.22.conv3.weight", "layer3.22.conv3.weight"),
+            (
+                "stages.1.blocks.0.norm3.num_batches_tracked",
+                "layer2.0.norm3.num_batches_tracked",
+            ),
+            ("norm.weight", "norm.weight"),
+            ("head.fc.bias", "fc.bias"),
+        ];
+        for (timm, ours) in cases {
+            assert_eq!(
+                map_name(Scheme::TimmResNetV2, timm).as_deref(),
+                Some(ours),
+                "{timm}"
+            );
+        }
+        // A non-pre-activation ResNetV2 has a norm in its stem; we have no such model, so it stays
+        // unmapped (and its `downsample.norm` maps to a name we do not expect): the load reports both.
+        for unmapped in [
+            "stem.norm.weight",
+            "stages.x.blocks.0.conv1.weight",
+            "head.weight",
+        ] {
+            assert_eq!(map_name(Scheme::TimmResNetV2, unmapped), None, "{unmapped}");
+        }
+        assert_eq!(
+            detect(["stem.conv.weight", "stages.0.blocks.0.norm1.weight"]),
+            Scheme::TimmResNetV2
+        );
     }
 
     #[test]

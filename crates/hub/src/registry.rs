@@ -17,6 +17,8 @@ pub enum KeyMap {
     Torchvision,
     /// Hugging Face transformers names (`microsoft/resnet-*`), mapped by [`crate::keymap`].
     Transformers,
+    /// timm `ResNetV2` names (`resnetv2_*`, BiT), mapped by [`crate::keymap`].
+    TimmResnetv2,
 }
 
 /// One pretrained checkpoint: where it lives, what it is, and how to feed it.
@@ -187,7 +189,22 @@ mod tests {
     }
 
     /// Presets with no public weights, by design. Every other preset must have a default row.
-    const UNTRAINED: &[&str] = &["resnet50_v1", "resnet101_v1", "resnet152_v1"];
+    /// The CIFAR nets have no weights on the Hub in a layout we could verify.
+    const UNTRAINED: &[&str] = &[
+        "resnet50_v1",
+        "resnet101_v1",
+        "resnet152_v1",
+        "resnet20",
+        "resnet32",
+        "resnet44",
+        "resnet56",
+        "resnet110",
+        "resnet20_b",
+        "resnet32_b",
+        "resnet44_b",
+        "resnet56_b",
+        "resnet110_b",
+    ];
 
     #[test]
     fn every_preset_has_weights_or_is_listed_untrained() {
@@ -220,6 +237,15 @@ mod tests {
         assert_eq!(
             (hf.arch.as_str(), hf.keymap),
             ("resnet50", KeyMap::Transformers)
+        );
+        let bit = find("resnetv2_50x1_bit").unwrap();
+        assert_eq!(
+            (bit.name.as_str(), bit.keymap, bit.resize_size()),
+            (
+                "resnetv2_50x1_bit.goog_in21k_ft_in1k",
+                KeyMap::TimmResnetv2,
+                448
+            )
         );
     }
 }

@@ -1,12 +1,17 @@
-//! Residual blocks. Module paths equal torchvision's `state_dict` keys (`conv1`, `bn1`, ...,
-//! `downsample.0` for the projection conv and `downsample.1` for its BatchNorm), so torchvision and
-//! timm checkpoints load without renaming.
+//! Residual blocks. Module paths equal the reference `state_dict` keys (torchvision's `conv1`,
+//! `bn1`, ..., `downsample.0` for the projection conv and `downsample.1` for its BatchNorm; timm's
+//! `downsample.1/.2` for ResNet-D), so torchvision and timm checkpoints load without renaming.
+//! Pre-activation blocks use timm's `norm1..3`, `conv1..3` and `downsample.0` for its
+//! `downsample.conv` (see the hub crate's key map).
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
-use resnet_zoo_layers::{ConvBn, ConvBnConfig, TensorSpec};
+use resnet_zoo_layers::{ConvBn, ConvBnConfig, NormAct, NormKind, Shortcut, TensorSpec};
 
-use crate::config::{BlockKind, ResNetConfig, StridePlacement};
+use crate::config::{BlockKind, ResNetConfig, ShortcutKind, StridePlacement};
+
+/// Weight-standardisation epsilon of BiT's `StdConv2d`.
+pub(crate) const STD_CONV_EPS: f64 = 1e-8;
 
 /// Everything needed to build one block, computed once by [`stage_plans`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,13 +25,16 @@ pub(crate) struct BlockPlan {
     pub out_channels: usize,
     pub stride: usize,
     pub stride_on: StridePlacement,
-    /// Whether the shortcut is a 1x1 projection (conv + BN) instead of the identity.
-    pub downsample: bool,
+    /// The shortcut when the block changes shape, `None` for the identity.
+    pub shortcut: Option<ShortcutKind>,
+    pub norm: NormKind,
+    pub weight_standardization: bool,
 }
 
 /// The plan of every block of every stage. The stride rule and the shortcut rule live here, once:
-/// stage 1 keeps the resolution, every later stage halves it in its first block; a block projects its
-/// shortcut when `stride != 1 || in_channels != planes * expansion` (torchvision's full condition).
+/// stage 1 keeps the resolution, every later stage halves it in its first block; a block has a
+/// shortcut layer when `stride != 1 || in_channels != planes * expansion` (torchvision's full
+/// condition), and a pre-activation block also whenever it is the first of its stage (timm).
 pub(crate) fn stage_plans(cfg: &ResNetConfig) -> Vec<Vec<BlockPlan>> {
     let mut in_channels = cfg.stem.out_channels();
     let mut stages = Vec::with_capacity(cfg.layers.len());
@@ -34,11 +42,14 @@ pub(crate) fn stage_plans(cfg: &ResNetConfig) -> Vec<Vec<BlockPlan>> {
         let out_channels = planes * cfg.block.expansion();
         let (width, groups) = match cfg.block {
             BlockKind::Basic => (planes, 1),
-            BlockKind::Bottleneck => (cfg.bottleneck_width(planes), cfg.groups),
+            BlockKind::Bottleneck | BlockKind::PreActBottleneck => {
+                (cfg.bottleneck_width(planes), cfg.groups)
+            }
         };
         let blocks = (0..depth)
             .map(|b| {
                 let stride = if i > 0 && b == 0 { 2 } else { 1 };
+                let reshapes = stride != 1 || in_channels != out_channels;
                 let plan = BlockPlan {
                     kind: cfg.block,
                     in_channels,
@@ -48,7 +59,10 @@ pub(crate) fn stage_plans(cfg: &ResNetConfig) -> Vec<Vec<BlockPlan>> {
                     out_channels,
                     stride,
                     stride_on: cfg.stride_on,
-                    downsample: stride != 1 || in_channels != out_channels,
+                    shortcut: (reshapes || (cfg.block.is_preact() && b == 0))
+                        .then_some(cfg.shortcut),
+                    norm: cfg.norm,
+                    weight_standardization: cfg.weight_standardization,
                 };
                 in_channels = out_channels;
                 plan
@@ -59,82 +73,231 @@ pub(crate) fn stage_plans(cfg: &ResNetConfig) -> Vec<Vec<BlockPlan>> {
     stages
 }
 
+/// One convolution of a block: its path, the path of the BatchNorm folded into it (if any), its
+/// shape, and whether it is on the shortcut.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvPlan {
+    pub conv: &'static str,
+    pub bn: Option<&'static str>,
+    pub cfg: ConvBnConfig,
+    pub on_shortcut: bool,
+}
+
+impl ConvPlan {
+    fn main(conv: &'static str, bn: Option<&'static str>, cfg: ConvBnConfig) -> Self {
+        Self {
+            conv,
+            bn,
+            cfg,
+            on_shortcut: false,
+        }
+    }
+
+    pub fn tensor_specs(&self, prefix: &str) -> Vec<TensorSpec> {
+        let conv = join(prefix, self.conv);
+        match self.bn {
+            Some(bn) => self.cfg.tensor_specs(&conv, &join(prefix, bn)),
+            None => self.cfg.conv_specs(&conv),
+        }
+    }
+
+    pub fn num_params(&self) -> usize {
+        match self.bn {
+            Some(_) => self.cfg.num_params(),
+            None => self.cfg.weight_numel(),
+        }
+    }
+
+    /// Builds the layer: folded with its BatchNorm, or alone (weight-standardised if asked).
+    pub fn build(&self, vb: &VarBuilder, standardize: bool) -> Result<ConvBn> {
+        match self.bn {
+            Some(bn) => ConvBn::new(&self.cfg, vb.pp(self.conv), vb.pp(bn)),
+            None => ConvBn::conv_only(
+                &self.cfg,
+                vb.pp(self.conv),
+                standardize.then_some(STD_CONV_EPS),
+            ),
+        }
+    }
+}
+
+pub(crate) fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
 impl BlockPlan {
-    /// The block's conv+BN layers as `(conv path, bn path, shape)`, in forward order, the
-    /// projection shortcut last.
-    fn layers(&self) -> Vec<(&'static str, &'static str, ConvBnConfig)> {
-        let mut layers = match self.kind {
+    /// `(stride of the first 1x1, stride of the 3x3)` of a Bottleneck.
+    fn bottleneck_strides(&self) -> (usize, usize) {
+        // V1.5 strides the 3x3 (conv2); the paper's V1 strides the first 1x1 (conv1).
+        match self.stride_on {
+            StridePlacement::Conv3x3 => (1, self.stride),
+            StridePlacement::Conv1x1 => (self.stride, 1),
+        }
+    }
+
+    /// The block's convolutions in forward order, the shortcut's last.
+    ///
+    /// In a pre-activation block with BatchNorm, `norm2` and `norm3` directly follow `conv1` and
+    /// `conv2`, so they are folded into them; `norm1` reads the residual stream and stays a layer
+    /// ([`BlockPlan::norms`]). With GroupNorm nothing is folded.
+    pub fn convs(&self) -> Vec<ConvPlan> {
+        let folds = self.norm == NormKind::BatchNorm;
+        let mut convs = match self.kind {
             BlockKind::Basic => vec![
-                (
+                ConvPlan::main(
                     "conv1",
-                    "bn1",
+                    Some("bn1"),
                     ConvBnConfig::new(self.in_channels, self.planes, 3, self.stride),
                 ),
-                (
+                ConvPlan::main(
                     "conv2",
-                    "bn2",
+                    Some("bn2"),
                     ConvBnConfig::new(self.planes, self.planes, 3, 1),
                 ),
             ],
             BlockKind::Bottleneck => {
-                // V1.5 strides the 3x3 (conv2); the paper's V1 strides the first 1x1 (conv1).
-                let (stride_1x1, stride_3x3) = match self.stride_on {
-                    StridePlacement::Conv3x3 => (1, self.stride),
-                    StridePlacement::Conv1x1 => (self.stride, 1),
-                };
+                let (s1, s3) = self.bottleneck_strides();
                 vec![
-                    (
+                    ConvPlan::main(
                         "conv1",
-                        "bn1",
-                        ConvBnConfig::new(self.in_channels, self.width, 1, stride_1x1),
+                        Some("bn1"),
+                        ConvBnConfig::new(self.in_channels, self.width, 1, s1),
                     ),
-                    (
+                    ConvPlan::main(
                         "conv2",
-                        "bn2",
-                        ConvBnConfig::new(self.width, self.width, 3, stride_3x3)
-                            .with_groups(self.groups),
+                        Some("bn2"),
+                        ConvBnConfig::new(self.width, self.width, 3, s3).with_groups(self.groups),
                     ),
-                    (
+                    ConvPlan::main(
                         "conv3",
-                        "bn3",
+                        Some("bn3"),
+                        ConvBnConfig::new(self.width, self.out_channels, 1, 1),
+                    ),
+                ]
+            }
+            BlockKind::PreActBottleneck => {
+                let (s1, s3) = self.bottleneck_strides();
+                vec![
+                    ConvPlan::main(
+                        "conv1",
+                        folds.then_some("norm2"),
+                        ConvBnConfig::new(self.in_channels, self.width, 1, s1),
+                    ),
+                    ConvPlan::main(
+                        "conv2",
+                        folds.then_some("norm3"),
+                        ConvBnConfig::new(self.width, self.width, 3, s3).with_groups(self.groups),
+                    ),
+                    ConvPlan::main(
+                        "conv3",
+                        None,
                         ConvBnConfig::new(self.width, self.out_channels, 1, 1),
                     ),
                 ]
             }
         };
-        if self.downsample {
-            let proj = ConvBnConfig::new(self.in_channels, self.out_channels, 1, self.stride);
-            layers.push(("downsample.0", "downsample.1", proj));
+        let shortcut = match (self.shortcut, self.kind.is_preact()) {
+            (None | Some(ShortcutKind::ZeroPad), _) => None,
+            (Some(ShortcutKind::Projection), false) => Some((
+                "downsample.0",
+                Some("downsample.1"),
+                ConvBnConfig::new(self.in_channels, self.out_channels, 1, self.stride),
+            )),
+            (Some(ShortcutKind::Projection), true) => Some((
+                "downsample.0",
+                None,
+                ConvBnConfig::new(self.in_channels, self.out_channels, 1, self.stride),
+            )),
+            // `downsample.0` is the (parameter-free) pool.
+            (Some(ShortcutKind::AvgDown), _) => Some((
+                "downsample.1",
+                Some("downsample.2"),
+                ConvBnConfig::new(self.in_channels, self.out_channels, 1, 1),
+            )),
+        };
+        if let Some((conv, bn, cfg)) = shortcut {
+            convs.push(ConvPlan {
+                conv,
+                bn,
+                cfg,
+                on_shortcut: true,
+            });
         }
-        layers
+        convs
+    }
+
+    /// The norms that are layers of their own (pre-activation blocks), as `(path, channels)`.
+    pub fn norms(&self) -> Vec<(&'static str, usize)> {
+        match (self.kind, self.norm) {
+            (BlockKind::PreActBottleneck, NormKind::BatchNorm) => vec![("norm1", self.in_channels)],
+            (BlockKind::PreActBottleneck, NormKind::GroupNorm { .. }) => vec![
+                ("norm1", self.in_channels),
+                ("norm2", self.width),
+                ("norm3", self.width),
+            ],
+            _ => vec![],
+        }
     }
 
     pub fn tensor_specs(&self, prefix: &str) -> Vec<TensorSpec> {
-        self.layers()
+        let mut specs: Vec<TensorSpec> = self
+            .norms()
             .iter()
-            .flat_map(|(conv, bn, cfg)| {
-                cfg.tensor_specs(&format!("{prefix}.{conv}"), &format!("{prefix}.{bn}"))
-            })
-            .collect()
+            .flat_map(|&(path, c)| self.norm.tensor_specs(&join(prefix, path), c))
+            .collect();
+        specs.extend(self.convs().iter().flat_map(|c| c.tensor_specs(prefix)));
+        specs
     }
 
     /// Multiply-accumulates of the block on an input of `(height, width)`, and its output size.
     pub fn macs(&self, height: usize, width: usize) -> (u64, (usize, usize)) {
         let mut size = (height, width);
         let mut macs = 0;
-        for (conv, _, cfg) in self.layers() {
-            if conv.starts_with("downsample") {
-                macs += cfg.macs(height, width);
+        for conv in self.convs() {
+            if conv.on_shortcut {
+                // The ResNet-D shortcut convolves the pooled input (ceil mode) at stride 1.
+                let (h, w) = match self.shortcut {
+                    Some(ShortcutKind::AvgDown) => {
+                        (height.div_ceil(self.stride), width.div_ceil(self.stride))
+                    }
+                    _ => (height, width),
+                };
+                macs += conv.cfg.macs(h, w);
             } else {
-                macs += cfg.macs(size.0, size.1);
-                size = cfg.output_size(size.0, size.1);
+                macs += conv.cfg.macs(size.0, size.1);
+                size = conv.cfg.output_size(size.0, size.1);
             }
         }
         (macs, size)
     }
 
     pub fn num_params(&self) -> usize {
-        self.layers().iter().map(|(_, _, c)| c.num_params()).sum()
+        let norms: usize = self.norms().iter().map(|(_, c)| 2 * c).sum();
+        norms + self.convs().iter().map(ConvPlan::num_params).sum::<usize>()
+    }
+
+    fn build_shortcut(&self, conv: Option<ConvBn>) -> Result<Shortcut> {
+        let missing = || candle_core::Error::Msg("block layout is inconsistent".into());
+        Ok(match self.shortcut {
+            None => Shortcut::Identity,
+            Some(ShortcutKind::Projection) => Shortcut::Projection(conv.ok_or_else(missing)?),
+            Some(ShortcutKind::AvgDown) => Shortcut::AvgDown {
+                stride: self.stride,
+                proj: conv.ok_or_else(missing)?,
+            },
+            Some(ShortcutKind::ZeroPad) => {
+                let extra = self.out_channels - self.in_channels;
+                Shortcut::ZeroPad {
+                    stride: self.stride,
+                    before: extra / 2,
+                    after: extra - extra / 2,
+                }
+            }
+        })
     }
 }
 
@@ -143,7 +306,7 @@ impl BlockPlan {
 pub struct BasicBlock {
     pub conv1: ConvBn,
     pub conv2: ConvBn,
-    pub downsample: Option<ConvBn>,
+    pub shortcut: Shortcut,
 }
 
 /// 1x1 reduce, 3x3 (grouped for ResNeXt, strided in a downsampling block: V1.5), 1x1 expand.
@@ -152,7 +315,21 @@ pub struct Bottleneck {
     pub conv1: ConvBn,
     pub conv2: ConvBn,
     pub conv3: ConvBn,
-    pub downsample: Option<ConvBn>,
+    pub shortcut: Shortcut,
+}
+
+/// Pre-activation Bottleneck (ResNet V2, BiT). With BatchNorm, `norm2`/`norm3` are folded into
+/// `conv1`/`conv2` and are `None` here; with GroupNorm they are layers.
+#[derive(Debug, Clone)]
+pub struct PreActBottleneck {
+    pub norm1: NormAct,
+    pub conv1: ConvBn,
+    pub norm2: Option<NormAct>,
+    pub conv2: ConvBn,
+    pub norm3: Option<NormAct>,
+    pub conv3: ConvBn,
+    /// Reads the normalised input (`norm1`'s output); the identity reads the raw input.
+    pub shortcut: Shortcut,
 }
 
 /// One residual block of any kind.
@@ -160,62 +337,93 @@ pub struct Bottleneck {
 pub enum Block {
     Basic(BasicBlock),
     Bottleneck(Bottleneck),
+    PreActBottleneck(PreActBottleneck),
 }
 
 impl Block {
     pub(crate) fn new(plan: &BlockPlan, vb: VarBuilder) -> Result<Self> {
-        let mut convs = plan
-            .layers()
-            .into_iter()
-            .map(|(conv, bn, cfg)| ConvBn::new(&cfg, vb.pp(conv), vb.pp(bn)))
-            .collect::<Result<Vec<_>>>()?
-            .into_iter();
-        let downsample = if plan.downsample {
-            convs.next_back()
-        } else {
-            None
-        };
+        let mut main = Vec::new();
+        let mut shortcut_conv = None;
+        for conv in plan.convs() {
+            let layer = conv.build(&vb, plan.weight_standardization)?;
+            if conv.on_shortcut {
+                shortcut_conv = Some(layer);
+            } else {
+                main.push(layer);
+            }
+        }
+        let shortcut = plan.build_shortcut(shortcut_conv)?;
+        let mut main = main.into_iter();
         let mut next = || {
-            convs
-                .next()
+            main.next()
                 .ok_or_else(|| candle_core::Error::Msg("block layout is inconsistent".into()))
         };
         Ok(match plan.kind {
             BlockKind::Basic => Block::Basic(BasicBlock {
                 conv1: next()?,
                 conv2: next()?,
-                downsample,
+                shortcut,
             }),
             BlockKind::Bottleneck => Block::Bottleneck(Bottleneck {
                 conv1: next()?,
                 conv2: next()?,
                 conv3: next()?,
-                downsample,
+                shortcut,
             }),
+            BlockKind::PreActBottleneck => {
+                let mut norms = plan
+                    .norms()
+                    .into_iter()
+                    .map(|(path, c)| NormAct::new(plan.norm, c, vb.pp(path)))
+                    .collect::<Result<Vec<_>>>()?
+                    .into_iter();
+                let norm1 = norms.next().ok_or_else(|| {
+                    candle_core::Error::Msg("pre-activation block without norm1".into())
+                })?;
+                Block::PreActBottleneck(PreActBottleneck {
+                    norm1,
+                    conv1: next()?,
+                    norm2: norms.next(),
+                    conv2: next()?,
+                    norm3: norms.next(),
+                    conv3: next()?,
+                    shortcut,
+                })
+            }
         })
     }
 }
 
-fn shortcut(downsample: &Option<ConvBn>, x: &Tensor) -> Result<Tensor> {
-    match downsample {
-        Some(proj) => proj.forward(x),
-        None => Ok(x.clone()),
+/// `relu(x)` when the norm was folded into the previous convolution, `relu(norm(x))` otherwise.
+fn act(norm: &Option<NormAct>, x: &Tensor) -> Result<Tensor> {
+    match norm {
+        Some(norm) => norm.forward(x),
+        None => x.relu(),
     }
 }
 
 impl Module for Block {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (out, downsample) = match self {
+        match self {
             Block::Basic(b) => {
                 let y = b.conv1.forward(x)?.relu()?;
-                (b.conv2.forward(&y)?, &b.downsample)
+                (b.conv2.forward(&y)? + b.shortcut.forward(x)?)?.relu()
             }
             Block::Bottleneck(b) => {
                 let y = b.conv1.forward(x)?.relu()?;
                 let y = b.conv2.forward(&y)?.relu()?;
-                (b.conv3.forward(&y)?, &b.downsample)
+                (b.conv3.forward(&y)? + b.shortcut.forward(x)?)?.relu()
             }
-        };
-        (out + shortcut(downsample, x)?)?.relu()
+            Block::PreActBottleneck(b) => {
+                let pre = b.norm1.forward(x)?;
+                let shortcut = match &b.shortcut {
+                    Shortcut::Identity => x.clone(),
+                    s => s.forward(&pre)?,
+                };
+                let y = act(&b.norm2, &b.conv1.forward(&pre)?)?;
+                let y = act(&b.norm3, &b.conv2.forward(&y)?)?;
+                b.conv3.forward(&y)? + shortcut
+            }
+        }
     }
 }

@@ -33,6 +33,7 @@ pub mod presets;
 pub mod suggest;
 pub mod transforms;
 
-pub use config::{BlockKind, ResNetConfig, Stem, StridePlacement};
+pub use block::{BasicBlock, Block, Bottleneck, PreActBottleneck};
+pub use config::{BlockKind, NormKind, ResNetConfig, ShortcutKind, Stem, StridePlacement};
 pub use model::{FeatureInfo, ResNet, Stage};
 pub use presets::{preset_names, PRESETS};

@@ -1,17 +1,18 @@
-//! The generic [`ResNet`]: one struct for every depth, ResNeXt and Wide ResNet.
+//! The generic [`ResNet`]: one struct for every member of the family (V1/V1.5, ResNeXt, Wide,
+//! ResNet-D, pre-activation V2 and BiT, the paper's CIFAR nets).
 
 use candle_core::{bail, DType, Module, Result, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
-use resnet_zoo_layers::{global_avg_pool, ConvBn, ConvBnConfig, MaxPool2d, TensorSpec};
+use resnet_zoo_layers::{global_avg_pool, ConvBn, ConvBnConfig, MaxPool2d, NormAct, TensorSpec};
 
-use crate::block::{stage_plans, Block};
+use crate::block::{stage_plans, Block, ConvPlan};
 use crate::config::{ResNetConfig, Stem};
 
 /// Channels and output stride of one feature map, as timm's `feature_info`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeatureInfo {
-    /// Module name of the feature in torchvision/timm terms: `act1` (the stem, before the max-pool),
-    /// then `layer1`, `layer2`, ...
+    /// Module name of the feature in torchvision/timm terms: `act1` (the stem, before the max-pool;
+    /// `conv1` for pre-activation stems, which have no norm), then `layer1`, `layer2`, ...
     pub name: String,
     /// Channels of the map.
     pub channels: usize,
@@ -34,24 +35,142 @@ impl Module for Stage {
 /// A ResNet built from a [`ResNetConfig`], in inference mode (BatchNorm folded into the convolutions).
 ///
 /// Module paths equal torchvision's `state_dict` keys (`conv1`, `bn1`, `layer1.0.conv1`, ...,
-/// `fc`), so torchvision and timm safetensors load with no renaming.
+/// `fc`), so torchvision and timm safetensors load with no renaming; timm's ResNet V2 names
+/// (`stem.conv`, `stages.0.blocks.0`, `head.fc`) are mapped by the hub crate.
 #[derive(Debug, Clone)]
 pub struct ResNet {
-    /// `conv1` + `bn1` (folded).
-    stem_conv: ConvBn,
-    stem_pool: MaxPool2d,
+    stem: StemLayers,
     stages: Vec<Stage>,
+    /// Pre-activation networks: the norm + ReLU after the last stage.
+    norm: Option<NormAct>,
     fc: Option<Linear>,
     config: ResNetConfig,
     feature_info: Vec<FeatureInfo>,
 }
 
-fn stem_layer(cfg: &ResNetConfig) -> (ConvBnConfig, MaxPool2d) {
+/// The layers of a stem: convolutions (ReLU after each unless pre-activation), then an optional
+/// zero padding and max-pool.
+#[derive(Debug, Clone)]
+struct StemLayers {
+    convs: Vec<ConvBn>,
+    relu: bool,
+    zero_pad: usize,
+    pool: Option<MaxPool2d>,
+}
+
+/// What a stem is made of, for building, specs and counting.
+struct StemPlan {
+    convs: Vec<ConvPlan>,
+    relu: bool,
+    zero_pad: usize,
+    pool: Option<MaxPool2d>,
+}
+
+fn conv(path: &'static str, bn: Option<&'static str>, cfg: ConvBnConfig) -> ConvPlan {
+    ConvPlan {
+        conv: path,
+        bn,
+        cfg,
+        on_shortcut: false,
+    }
+}
+
+fn stem_plan(cfg: &ResNetConfig) -> StemPlan {
+    let c = cfg.in_channels;
+    let pool = Some(MaxPool2d::new(3, 2, 1));
     match cfg.stem {
-        Stem::Classic { width } => (
-            ConvBnConfig::new(cfg.in_channels, width, 7, 2),
-            MaxPool2d::new(3, 2, 1),
-        ),
+        Stem::Classic { width } => StemPlan {
+            convs: vec![conv(
+                "conv1",
+                Some("bn1"),
+                ConvBnConfig::new(c, width, 7, 2),
+            )],
+            relu: true,
+            zero_pad: 0,
+            pool,
+        },
+        Stem::Deep { width } => StemPlan {
+            convs: vec![
+                conv(
+                    "conv1.0",
+                    Some("conv1.1"),
+                    ConvBnConfig::new(c, width, 3, 2),
+                ),
+                conv(
+                    "conv1.3",
+                    Some("conv1.4"),
+                    ConvBnConfig::new(width, width, 3, 1),
+                ),
+                conv(
+                    "conv1.6",
+                    Some("bn1"),
+                    ConvBnConfig::new(width, 2 * width, 3, 1),
+                ),
+            ],
+            relu: true,
+            zero_pad: 0,
+            pool,
+        },
+        Stem::Cifar { width } => StemPlan {
+            convs: vec![conv(
+                "conv1",
+                Some("bn1"),
+                ConvBnConfig::new(c, width, 3, 1),
+            )],
+            relu: true,
+            zero_pad: 0,
+            pool: None,
+        },
+        Stem::PreAct {
+            width,
+            fixed_padding,
+        } => StemPlan {
+            convs: vec![conv("conv1", None, ConvBnConfig::new(c, width, 7, 2))],
+            relu: false,
+            zero_pad: usize::from(fixed_padding),
+            pool: Some(MaxPool2d::new(3, 2, usize::from(!fixed_padding))),
+        },
+    }
+}
+
+impl StemLayers {
+    fn new(cfg: &ResNetConfig, vb: &VarBuilder) -> Result<Self> {
+        let plan = stem_plan(cfg);
+        Ok(Self {
+            convs: plan
+                .convs
+                .iter()
+                .map(|c| c.build(vb, cfg.weight_standardization))
+                .collect::<Result<_>>()?,
+            relu: plan.relu,
+            zero_pad: plan.zero_pad,
+            pool: plan.pool,
+        })
+    }
+
+    /// The stem's feature map (before pooling).
+    fn features(&self, x: &Tensor) -> Result<Tensor> {
+        self.convs.iter().try_fold(x.clone(), |x, conv| {
+            let y = conv.forward(&x)?;
+            if self.relu {
+                y.relu()
+            } else {
+                Ok(y)
+            }
+        })
+    }
+
+    fn pool(&self, x: Tensor) -> Result<Tensor> {
+        let x = if self.zero_pad > 0 {
+            x.pad_with_zeros(2, self.zero_pad, self.zero_pad)?
+                .pad_with_zeros(3, self.zero_pad, self.zero_pad)?
+        } else {
+            x
+        };
+        match &self.pool {
+            Some(pool) => pool.forward(&x),
+            None => Ok(x),
+        }
     }
 }
 
@@ -62,8 +181,7 @@ impl ResNet {
     /// tensor, use `resnet_zoo_hub::load_safetensors`, which checks [`ResNet::tensor_specs`] first.
     pub fn new(cfg: &ResNetConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
-        let (stem_cfg, stem_pool) = stem_layer(cfg);
-        let stem_conv = ConvBn::new(&stem_cfg, vb.pp("conv1"), vb.pp("bn1"))?;
+        let stem = StemLayers::new(cfg, &vb)?;
         let stages = stage_plans(cfg)
             .iter()
             .enumerate()
@@ -77,14 +195,18 @@ impl ResNet {
                 Ok(Stage { blocks })
             })
             .collect::<Result<_>>()?;
+        let norm = match cfg.block.is_preact() {
+            true => Some(NormAct::new(cfg.norm, cfg.num_features(), vb.pp("norm"))?),
+            false => None,
+        };
         let fc = match cfg.num_classes {
-            Some(n) => Some(linear(cfg.num_features(), n, vb.pp("fc"))?),
+            Some(n) => Some(linear(cfg, n, vb.pp("fc"))?),
             None => None,
         };
         Ok(Self {
-            stem_conv,
-            stem_pool,
+            stem,
             stages,
+            norm,
             fc,
             config: cfg.clone(),
             feature_info: Self::feature_info_for(cfg),
@@ -93,15 +215,21 @@ impl ResNet {
 
     /// Every tensor a checkpoint for `cfg` must hold, with its shape, in torchvision's names.
     pub fn tensor_specs(cfg: &ResNetConfig) -> Vec<TensorSpec> {
-        let (stem_cfg, _) = stem_layer(cfg);
-        let mut specs = stem_cfg.tensor_specs("conv1", "bn1");
+        let mut specs: Vec<TensorSpec> = stem_plan(cfg)
+            .convs
+            .iter()
+            .flat_map(|c| c.tensor_specs(""))
+            .collect();
         for (i, plans) in stage_plans(cfg).iter().enumerate() {
             for (b, plan) in plans.iter().enumerate() {
                 specs.extend(plan.tensor_specs(&format!("layer{}.{b}", i + 1)));
             }
         }
+        if cfg.block.is_preact() {
+            specs.extend(cfg.norm.tensor_specs("norm", cfg.num_features()));
+        }
         if let Some(n) = cfg.num_classes {
-            specs.push(TensorSpec::new("fc", "weight", &[n, cfg.num_features()]));
+            specs.push(TensorSpec::new("fc", "weight", &fc_weight_shape(cfg, n)));
             specs.push(TensorSpec::new("fc", "bias", &[n]));
         }
         specs
@@ -110,25 +238,39 @@ impl ResNet {
     /// Trainable parameters of `cfg` (what torchvision's `meta["num_params"]` counts: conv, BN and fc
     /// weights and biases, not the BN running statistics).
     pub fn num_params(cfg: &ResNetConfig) -> usize {
-        let (stem_cfg, _) = stem_layer(cfg);
+        let stem: usize = stem_plan(cfg).convs.iter().map(ConvPlan::num_params).sum();
         let blocks: usize = stage_plans(cfg)
             .iter()
             .flatten()
             .map(|p| p.num_params())
             .sum();
+        let norm = if cfg.block.is_preact() {
+            2 * cfg.num_features()
+        } else {
+            0
+        };
         let fc = cfg.num_classes.map_or(0, |n| n * cfg.num_features() + n);
-        stem_cfg.num_params() + blocks + fc
+        stem + blocks + norm + fc
     }
 
     /// Multiply-accumulates of one forward pass on a `height` x `width` image: convolutions and the
     /// classifier (torchvision's "GFLOPS" and the paper's "FLOPs" count the same thing).
     pub fn macs(cfg: &ResNetConfig, height: usize, width: usize) -> u64 {
-        let (stem_cfg, pool) = stem_layer(cfg);
-        let mut macs = stem_cfg.macs(height, width);
-        let (h, w) = stem_cfg.output_size(height, width);
-        let pooled =
-            |x: usize| (x + 2 * pool.padding).saturating_sub(pool.kernel_size) / pool.stride + 1;
-        let mut size = (pooled(h), pooled(w));
+        let stem = stem_plan(cfg);
+        let mut macs = 0;
+        let mut size = (height, width);
+        for conv in &stem.convs {
+            macs += conv.cfg.macs(size.0, size.1);
+            size = conv.cfg.output_size(size.0, size.1);
+        }
+        if let Some(pool) = stem.pool {
+            let pooled = |x: usize| {
+                (x + 2 * (pool.padding + stem.zero_pad)).saturating_sub(pool.kernel_size)
+                    / pool.stride
+                    + 1
+            };
+            size = (pooled(size.0), pooled(size.1));
+        }
         for plan in stage_plans(cfg).iter().flatten() {
             let (m, out) = plan.macs(size.0, size.1);
             macs += m;
@@ -142,11 +284,16 @@ impl ResNet {
     /// Channels and reduction of the stem (`act1`) and of every stage, without running the model.
     pub fn feature_info_for(cfg: &ResNetConfig) -> Vec<FeatureInfo> {
         let mut info = vec![FeatureInfo {
-            name: "act1".into(),
+            name: if cfg.block.is_preact() {
+                "conv1"
+            } else {
+                "act1"
+            }
+            .into(),
             channels: cfg.stem.out_channels(),
-            reduction: 2,
+            reduction: cfg.stem.reduction(),
         }];
-        let mut reduction = 4;
+        let mut reduction = cfg.stem.reduction() * cfg.stem.pool_stride();
         for (i, plans) in stage_plans(cfg).iter().enumerate() {
             reduction *= plans.first().map_or(1, |p| p.stride);
             info.push(FeatureInfo {
@@ -170,12 +317,17 @@ impl ResNet {
 
     /// The device the model's weights live on.
     pub fn device(&self) -> &candle_core::Device {
-        self.stem_conv.weight().device()
+        self.first_conv().weight().device()
     }
 
     /// The dtype of the model's weights.
     pub fn dtype(&self) -> DType {
-        self.stem_conv.weight().dtype()
+        self.first_conv().weight().dtype()
+    }
+
+    fn first_conv(&self) -> &ConvBn {
+        // `validate` guarantees a stem with at least one convolution.
+        &self.stem.convs[0]
     }
 
     fn check_input(&self, x: &Tensor) -> Result<()> {
@@ -198,6 +350,8 @@ impl ResNet {
 
     /// Feature maps at the given indices of [`ResNet::feature_info`] (0 = stem at stride 2,
     /// 1..=4 = `layer1`..`layer4`), in increasing order of index; stops after the deepest one asked.
+    /// Stage outputs are the raw residual stream, also in pre-activation networks (as timm's
+    /// `features_only`), where [`ResNet::forward_features`] adds the final norm.
     pub fn forward_intermediates(&self, x: &Tensor, indices: &[usize]) -> Result<Vec<Tensor>> {
         self.check_input(x)?;
         let n = self.feature_info.len();
@@ -206,11 +360,11 @@ impl ResNet {
         }
         let last = indices.iter().copied().max().unwrap_or(0);
         let mut out = Vec::with_capacity(indices.len());
-        let mut x = self.stem_conv.forward(x)?.relu()?;
+        let mut x = self.stem.features(x)?;
         if indices.contains(&0) {
             out.push(x.clone());
         }
-        x = self.stem_pool.forward(&x)?;
+        x = self.stem.pool(x)?;
         for (i, stage) in self.stages.iter().enumerate().take(last) {
             x = stage.forward(&x)?;
             if indices.contains(&(i + 1)) {
@@ -220,12 +374,16 @@ impl ResNet {
         Ok(out)
     }
 
-    /// The last stage's feature map, `[N, num_features, H/32, W/32]`.
+    /// The last stage's feature map, `[N, num_features, H/32, W/32]` (after the final norm + ReLU
+    /// in pre-activation networks): what the head pools.
     pub fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;
-        let x = self.stem_conv.forward(x)?.relu()?;
-        let x = self.stem_pool.forward(&x)?;
-        self.stages.iter().try_fold(x, |x, s| s.forward(&x))
+        let x = self.stem.pool(self.stem.features(x)?)?;
+        let x = self.stages.iter().try_fold(x, |x, s| s.forward(&x))?;
+        match &self.norm {
+            Some(norm) => norm.forward(&x),
+            None => Ok(x),
+        }
     }
 
     /// Global average pool, then the classifier unless `pre_logits` is set or the model is headless.
@@ -245,8 +403,21 @@ impl Module for ResNet {
     }
 }
 
-fn linear(in_features: usize, out_features: usize, vb: VarBuilder) -> Result<Linear> {
-    let weight = vb.get_with_hints((out_features, in_features), "weight", Init::Const(0.))?;
-    let bias = vb.get_with_hints(out_features, "bias", Init::Const(0.))?;
+/// The classifier weight's shape in the checkpoint: `[n, C]` (`nn.Linear`), or `[n, C, 1, 1]` for
+/// pre-activation networks, whose reference (timm's ResNetV2) classifies with a 1x1 convolution.
+fn fc_weight_shape(cfg: &ResNetConfig, n: usize) -> Vec<usize> {
+    let c = cfg.num_features();
+    if cfg.block.is_preact() {
+        vec![n, c, 1, 1]
+    } else {
+        vec![n, c]
+    }
+}
+
+fn linear(cfg: &ResNetConfig, n: usize, vb: VarBuilder) -> Result<Linear> {
+    let weight = vb
+        .get_with_hints(fc_weight_shape(cfg, n), "weight", Init::Const(0.))?
+        .reshape((n, cfg.num_features()))?;
+    let bias = vb.get_with_hints(n, "bias", Init::Const(0.))?;
     Ok(Linear::new(weight, Some(bias)))
 }

@@ -3,10 +3,11 @@
 //! Every Bottleneck preset except the `_v1` ones puts the stride of a downsampling block on the 3x3
 //! convolution (torchvision's "ResNet V1.5"; +~0.5% top-1 over the paper's V1, slightly slower);
 //! `resnet50_v1`, `resnet101_v1`, `resnet152_v1` keep the paper's placement on the first 1x1.
+//! Names of timm architectures (`resnet50d`, `resnetv2_50`, `resnetv2_50x1_bit`) are timm's.
 
 use candle_core::{bail, Result};
 
-use crate::config::{BlockKind, ResNetConfig, Stem, StridePlacement};
+use crate::config::{BlockKind, NormKind, ResNetConfig, ShortcutKind, Stem, StridePlacement};
 
 /// The ImageNet layout shared by every preset: 7x7 stem of 64, stages of 64-128-256-512 planes.
 fn imagenet(block: BlockKind, layers: [usize; 4]) -> ResNetConfig {
@@ -18,8 +19,35 @@ fn imagenet(block: BlockKind, layers: [usize; 4]) -> ResNetConfig {
         width_per_group: 64,
         stride_on: StridePlacement::Conv3x3,
         stem: Stem::Classic { width: 64 },
+        shortcut: ShortcutKind::Projection,
+        norm: NormKind::BatchNorm,
+        weight_standardization: false,
         in_channels: 3,
         num_classes: Some(1000),
+    }
+}
+
+/// ResNet V2 (pre-activation) with BatchNorm, timm's `resnetv2_*`.
+fn preact(layers: [usize; 4]) -> ResNetConfig {
+    ResNetConfig {
+        stem: Stem::PreAct {
+            width: 64,
+            fixed_padding: false,
+        },
+        ..imagenet(BlockKind::PreActBottleneck, layers)
+    }
+}
+
+/// The paper's CIFAR-10 ResNet of depth `6n + 2`: 3x3 stem of 16, three stages of `n` Basic
+/// blocks with 16, 32, 64 channels, 10 classes (He et al. 2015, section 4.2).
+fn cifar(n: usize, shortcut: ShortcutKind) -> ResNetConfig {
+    ResNetConfig {
+        layers: vec![n; 3],
+        planes: vec![16, 32, 64],
+        stem: Stem::Cifar { width: 16 },
+        shortcut,
+        num_classes: Some(10),
+        ..imagenet(BlockKind::Basic, [1; 4])
     }
 }
 
@@ -106,6 +134,89 @@ impl ResNetConfig {
         }
     }
 
+    /// ResNet-50-D (timm `resnet50d`): deep 3x3 stem (32-32-64) and average-pool shortcuts,
+    /// "Bag of Tricks", <https://arxiv.org/abs/1812.01187>.
+    pub fn resnet50d() -> Self {
+        Self {
+            stem: Stem::Deep { width: 32 },
+            shortcut: ShortcutKind::AvgDown,
+            ..Self::resnet50()
+        }
+    }
+    /// ResNet-101-D (timm `resnet101d`), <https://arxiv.org/abs/1812.01187>.
+    pub fn resnet101d() -> Self {
+        Self {
+            stem: Stem::Deep { width: 32 },
+            shortcut: ShortcutKind::AvgDown,
+            ..Self::resnet101()
+        }
+    }
+    /// Pre-activation ResNet-50 (timm `resnetv2_50`), "Identity Mappings in Deep Residual
+    /// Networks", <https://arxiv.org/abs/1603.05027>.
+    pub fn resnetv2_50() -> Self {
+        preact([3, 4, 6, 3])
+    }
+    /// Pre-activation ResNet-101 (timm `resnetv2_101`), <https://arxiv.org/abs/1603.05027>.
+    pub fn resnetv2_101() -> Self {
+        preact([3, 4, 23, 3])
+    }
+    /// BiT-M ResNet-50x1 (timm `resnetv2_50x1_bit`): pre-activation, GroupNorm(32) and
+    /// weight-standardised convolutions, zero padding before the stem pool, "Big Transfer",
+    /// <https://arxiv.org/abs/1912.11370>.
+    pub fn resnetv2_50x1_bit() -> Self {
+        Self {
+            stem: Stem::PreAct {
+                width: 64,
+                fixed_padding: true,
+            },
+            norm: NormKind::GroupNorm { groups: 32 },
+            weight_standardization: true,
+            ..preact([3, 4, 6, 3])
+        }
+    }
+
+    /// CIFAR ResNet-20 with the zero-padding shortcut (option A, the paper's CIFAR choice),
+    /// <https://arxiv.org/abs/1512.03385>.
+    pub fn resnet20() -> Self {
+        cifar(3, ShortcutKind::ZeroPad)
+    }
+    /// CIFAR ResNet-32, option A.
+    pub fn resnet32() -> Self {
+        cifar(5, ShortcutKind::ZeroPad)
+    }
+    /// CIFAR ResNet-44, option A.
+    pub fn resnet44() -> Self {
+        cifar(7, ShortcutKind::ZeroPad)
+    }
+    /// CIFAR ResNet-56, option A.
+    pub fn resnet56() -> Self {
+        cifar(9, ShortcutKind::ZeroPad)
+    }
+    /// CIFAR ResNet-110, option A.
+    pub fn resnet110() -> Self {
+        cifar(18, ShortcutKind::ZeroPad)
+    }
+    /// CIFAR ResNet-20 with projection shortcuts where the shape changes (option B).
+    pub fn resnet20_b() -> Self {
+        cifar(3, ShortcutKind::Projection)
+    }
+    /// CIFAR ResNet-32, option B.
+    pub fn resnet32_b() -> Self {
+        cifar(5, ShortcutKind::Projection)
+    }
+    /// CIFAR ResNet-44, option B.
+    pub fn resnet44_b() -> Self {
+        cifar(7, ShortcutKind::Projection)
+    }
+    /// CIFAR ResNet-56, option B.
+    pub fn resnet56_b() -> Self {
+        cifar(9, ShortcutKind::Projection)
+    }
+    /// CIFAR ResNet-110, option B.
+    pub fn resnet110_b() -> Self {
+        cifar(18, ShortcutKind::Projection)
+    }
+
     /// The preset called `name` (e.g. `"resnet50"`); an unknown name is an error listing the
     /// closest known names.
     pub fn preset(name: &str) -> Result<Self> {
@@ -138,6 +249,21 @@ pub const PRESETS: &[(&str, Builder)] = &[
     ("resnext101_64x4d", ResNetConfig::resnext101_64x4d),
     ("wide_resnet50_2", ResNetConfig::wide_resnet50_2),
     ("wide_resnet101_2", ResNetConfig::wide_resnet101_2),
+    ("resnet50d", ResNetConfig::resnet50d),
+    ("resnet101d", ResNetConfig::resnet101d),
+    ("resnetv2_50", ResNetConfig::resnetv2_50),
+    ("resnetv2_101", ResNetConfig::resnetv2_101),
+    ("resnetv2_50x1_bit", ResNetConfig::resnetv2_50x1_bit),
+    ("resnet20", ResNetConfig::resnet20),
+    ("resnet32", ResNetConfig::resnet32),
+    ("resnet44", ResNetConfig::resnet44),
+    ("resnet56", ResNetConfig::resnet56),
+    ("resnet110", ResNetConfig::resnet110),
+    ("resnet20_b", ResNetConfig::resnet20_b),
+    ("resnet32_b", ResNetConfig::resnet32_b),
+    ("resnet44_b", ResNetConfig::resnet44_b),
+    ("resnet56_b", ResNetConfig::resnet56_b),
+    ("resnet110_b", ResNetConfig::resnet110_b),
 ];
 
 /// The names of [`PRESETS`].
