@@ -458,3 +458,41 @@ fn killed_download_then_retry() {
         )]
     );
 }
+
+/// Every naming scheme through the whole library path (`load_pretrained`: registry row, download,
+/// key map, strict load): timm's ResNet-D names (our own), timm's ResNetV2 and BiT names (mapped),
+/// served under the real repo ids of the registry's rows. The outputs are the references' logits.
+#[test]
+fn pretrained_rows_of_every_family_load_through_the_hub() {
+    use candle_core::{DType, Device, Module};
+    let rows = [
+        ("resnet50d.a1_in1k", "resnet50d"),
+        ("resnetv2_50.a1h_in1k", "resnetv2_50"),
+        ("resnetv2_50x1_bit.goog_in21k_ft_in1k", "resnetv2_50x1_bit"),
+    ];
+    let files = rows
+        .iter()
+        .map(|(name, fixture)| {
+            let bytes = std::fs::read(common::fixture(&format!("{fixture}.safetensors"))).unwrap();
+            HubFile::new(&format!("timm/{name}"), FILE, bytes)
+        })
+        .collect();
+    let hub = FakeHub::start(files);
+    let cache = temp_dir("families");
+    for (name, fixture) in rows {
+        let (model, info) = resnet_zoo::hub::load_pretrained(
+            name,
+            DType::F32,
+            &Device::Cpu,
+            &options(&hub, &cache),
+            &mut quiet(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(info.arch, fixture);
+        let io = common::load_tensors(&format!("{fixture}.io.safetensors"));
+        let logits = model.forward(&io["input_224"]).unwrap();
+        let err = common::rel_err(&logits, &io["logits_224"]);
+        assert!(err <= 1e-4, "{name}: relative error {err:.2e}");
+    }
+    assert_eq!(hub.count("GET", "/resolve/"), rows.len());
+}
