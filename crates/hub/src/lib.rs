@@ -40,7 +40,9 @@ pub mod registry;
 #[cfg(feature = "download")]
 pub use download::{fetch, HubOptions, Progress};
 pub use error::{HubError, LoadError, MismatchReport, ShapeMismatch};
-pub use load::{check_header, load_safetensors, read_weights_file};
+pub use load::{
+    check_header, load_safetensors, load_safetensors_with, read_weights_file, LoadOptions,
+};
 pub use pth::{convert_pth, read_pth};
 pub use registry::{KeyMap, WeightsInfo};
 
@@ -59,5 +61,25 @@ pub fn load_pretrained(
     let cfg = info.config()?;
     let path = fetch(options, &info.repo, &info.revision, &info.file, progress)?;
     let model = load_safetensors(&path, &cfg, dtype, device)?;
+    Ok((model, info))
+}
+
+/// [`load_pretrained`] as a headless backbone (`num_classes: None`): the file's classifier is
+/// skipped by name ([`LoadOptions::skip_classifier`]); `forward` returns the pooled embedding.
+#[cfg(feature = "download")]
+pub fn load_pretrained_backbone(
+    name: &str,
+    dtype: candle_core::DType,
+    device: &candle_core::Device,
+    options: &HubOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(resnet_zoo_resnet::ResNet, &'static WeightsInfo), HubError> {
+    let info = registry::find(name)?;
+    let cfg = info.config()?.with_num_classes(None);
+    let path = fetch(options, &info.repo, &info.revision, &info.file, progress)?;
+    let skip = LoadOptions {
+        skip_classifier: true,
+    };
+    let model = load_safetensors_with(&path, &cfg, dtype, device, skip)?;
     Ok((model, info))
 }

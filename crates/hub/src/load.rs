@@ -82,8 +82,21 @@ fn header_table(tensors: &SafeTensors) -> Header {
     }
 }
 
+/// What a load may leave out of the file, by name. The default leaves out nothing: every tensor of
+/// the file must be one the model reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Load a headless backbone (`num_classes: None`) from a file that has a classifier: exactly
+    /// `fc.weight` and `fc.bias` (our names; transformers' `classifier.1.*`, timm V2's `head.fc.*`)
+    /// are skipped. Any other extra tensor is still an error.
+    pub skip_classifier: bool,
+}
+
+/// The classifier tensors [`LoadOptions::skip_classifier`] allows, in our names.
+const CLASSIFIER: [&str; 2] = ["fc.weight", "fc.bias"];
+
 /// Everything in `header` that `cfg` does not match exactly, or an empty report.
-fn compare(header: &Header, cfg: &ResNetConfig) -> MismatchReport {
+fn compare(header: &Header, cfg: &ResNetConfig, options: LoadOptions) -> MismatchReport {
     let table = &header.table;
     let specs = ResNet::tensor_specs(cfg);
     let mut report = MismatchReport::default();
@@ -109,6 +122,7 @@ fn compare(header: &Header, cfg: &ResNetConfig) -> MismatchReport {
     report.unexpected = table
         .iter()
         .filter(|(n, _)| !expected.contains(n.as_str()) && !is_ignored(n))
+        .filter(|(n, _)| !(options.skip_classifier && CLASSIFIER.contains(&n.as_str())))
         .map(|(_, (_, _, file_name))| file_name.clone())
         .collect();
     report.unmapped = header
@@ -129,7 +143,7 @@ pub fn check_header(
     cfg: &ResNetConfig,
     arch: &str,
 ) -> Result<(), LoadError> {
-    checked_header(path, tensors, cfg, arch).map(|_| ())
+    checked_header(path, tensors, cfg, arch, LoadOptions::default()).map(|_| ())
 }
 
 /// [`check_header`], returning the mapped header for the load that follows.
@@ -138,9 +152,10 @@ fn checked_header(
     tensors: &SafeTensors,
     cfg: &ResNetConfig,
     arch: &str,
+    options: LoadOptions,
 ) -> Result<Header, LoadError> {
     let header = header_table(tensors);
-    let mut report = compare(&header, cfg);
+    let mut report = compare(&header, cfg, options);
     if report.is_empty() {
         return Ok(header);
     }
@@ -149,8 +164,8 @@ fn checked_header(
     report.matching_presets = PRESETS
         .iter()
         .filter(|(_, build)| {
-            compare(&header, &build().with_num_classes(cfg.num_classes)).is_empty()
-                || compare(&header, &build()).is_empty()
+            compare(&header, &build().with_num_classes(cfg.num_classes), options).is_empty()
+                || compare(&header, &build(), options).is_empty()
         })
         .map(|(name, _)| name.to_string())
         .collect();
@@ -165,6 +180,19 @@ pub fn load_safetensors(
     dtype: DType,
     device: &Device,
 ) -> Result<ResNet, LoadError> {
+    load_safetensors_with(path, cfg, dtype, device, LoadOptions::default())
+}
+
+/// [`load_safetensors`] with [`LoadOptions`], e.g. a headless backbone from a classifier's file:
+/// `load_safetensors_with(path, &cfg.with_num_classes(None), dtype, device,
+/// LoadOptions { skip_classifier: true })`.
+pub fn load_safetensors_with(
+    path: impl AsRef<Path>,
+    cfg: &ResNetConfig,
+    dtype: DType,
+    device: &Device,
+    options: LoadOptions,
+) -> Result<ResNet, LoadError> {
     let path = path.as_ref();
     let arch = resnet_zoo_resnet::presets::name_of(cfg).unwrap_or("the given ResNetConfig");
     let candle = |source| LoadError::Candle {
@@ -172,12 +200,17 @@ pub fn load_safetensors(
         source,
     };
     cfg.validate().map_err(candle)?;
+    if options.skip_classifier && cfg.num_classes.is_some() {
+        return Err(candle(candle_core::Error::Msg(
+            "skip_classifier loads a headless backbone: use a config with num_classes: None".into(),
+        )));
+    }
     let bytes = read_weights_file(path)?;
     let tensors = SafeTensors::deserialize(&bytes).map_err(|source| LoadError::Format {
         path: path.to_path_buf(),
         source,
     })?;
-    let header = checked_header(path, &tensors, cfg, arch)?;
+    let header = checked_header(path, &tensors, cfg, arch, options)?;
     let vb = VarBuilder::from_slice_safetensors(&bytes, dtype, device).map_err(candle)?;
     let vb = match header.scheme {
         Scheme::Torchvision => vb,

@@ -206,8 +206,14 @@ impl ConvBn {
     }
 }
 
-impl Module for ConvBn {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+/// Whether Candle lacks a kernel for this dtype on this device: its CPU matmul (and so its CPU
+/// convolution) has no bf16 implementation. Such layers compute in f32 and round the result.
+pub fn needs_f32_compute(x: &Tensor) -> bool {
+    x.dtype() == DType::BF16 && x.device().is_cpu()
+}
+
+impl ConvBn {
+    fn conv(&self, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         let ConvBnConfig {
             stride,
             padding,
@@ -215,13 +221,26 @@ impl Module for ConvBn {
             ..
         } = self.config;
         let y = if groups == 1 {
-            x.conv2d(&self.weight, padding, stride, 1, 1)?
+            x.conv2d(weight, padding, stride, 1, 1)?
         } else {
-            grouped_conv2d(x, &self.weight, stride, padding, groups)?
+            grouped_conv2d(x, weight, stride, padding, groups)?
         };
-        match &self.bias {
+        match bias {
             Some(bias) => y.broadcast_add(bias),
             None => Ok(y),
         }
+    }
+}
+
+impl Module for ConvBn {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if needs_f32_compute(x) {
+            let f32 = |t: &Tensor| t.to_dtype(DType::F32);
+            let bias = self.bias.as_ref().map(f32).transpose()?;
+            return self
+                .conv(&f32(x)?, &f32(&self.weight)?, bias.as_ref())?
+                .to_dtype(x.dtype());
+        }
+        self.conv(x, &self.weight, self.bias.as_ref())
     }
 }

@@ -24,7 +24,7 @@ mod pool;
 mod shortcut;
 mod spec;
 
-pub use conv_bn::{ConvBn, ConvBnConfig};
+pub use conv_bn::{needs_f32_compute, ConvBn, ConvBnConfig};
 pub use grouped::grouped_conv2d;
 pub use norm::{NormAct, NormKind};
 pub use pool::{avg_pool2d_ceil, global_avg_pool, MaxPool2d};

@@ -3,7 +3,9 @@
 
 use candle_core::{bail, DType, Module, Result, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
-use resnet_zoo_layers::{global_avg_pool, ConvBn, ConvBnConfig, MaxPool2d, NormAct, TensorSpec};
+use resnet_zoo_layers::{
+    global_avg_pool, needs_f32_compute, ConvBn, ConvBnConfig, MaxPool2d, NormAct, TensorSpec,
+};
 
 use crate::block::{stage_plans, Block, ConvPlan};
 use crate::config::{ResNetConfig, Stem};
@@ -386,10 +388,44 @@ impl ResNet {
         }
     }
 
+    /// The pooled embedding `[N, num_features]` (2048 for ResNet-50, 512 for ResNet-18): the global
+    /// average of [`ResNet::forward_features`], what the classifier reads (timm's `pre_logits`).
+    pub fn forward_embedding(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_head(&self.forward_features(x)?, true)
+    }
+
+    /// Replaces the classifier. `Some(n)` reads a new `weight` `[n, num_features]` and `bias` `[n]`
+    /// through `vb` (a `VarMap`-backed builder to train one, a file for a fine-tuned head); `None`
+    /// removes it, leaving a backbone whose `forward` returns the pooled embedding.
+    pub fn reset_classifier(&mut self, num_classes: Option<usize>, vb: VarBuilder) -> Result<()> {
+        if num_classes == Some(0) {
+            bail!("reset_classifier: num_classes must be positive, or None for no classifier");
+        }
+        let c = self.config.num_features();
+        self.fc = match num_classes {
+            Some(n) => {
+                let weight = vb.get_with_hints((n, c), "weight", Init::Const(0.))?;
+                let bias = vb.get_with_hints(n, "bias", Init::Const(0.))?;
+                Some(Linear::new(weight, Some(bias)))
+            }
+            None => None,
+        };
+        self.config.num_classes = num_classes;
+        Ok(())
+    }
+
     /// Global average pool, then the classifier unless `pre_logits` is set or the model is headless.
     pub fn forward_head(&self, features: &Tensor, pre_logits: bool) -> Result<Tensor> {
         let pooled = global_avg_pool(features)?;
         match (&self.fc, pre_logits) {
+            // Candle's CPU matmul has no bf16 kernel: classify in f32, round the logits.
+            (Some(fc), false) if needs_f32_compute(&pooled) => {
+                let f32 = |t: &Tensor| t.to_dtype(DType::F32);
+                let bias = fc.bias().map(f32).transpose()?;
+                Linear::new(f32(fc.weight())?, bias)
+                    .forward(&f32(&pooled)?)?
+                    .to_dtype(pooled.dtype())
+            }
             (Some(fc), false) => fc.forward(&pooled),
             _ => Ok(pooled),
         }
