@@ -31,3 +31,4 @@ pub use resnet_zoo_resnet::{
 
 pub mod classify;
 pub mod device;
+pub mod index;

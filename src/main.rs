@@ -29,6 +29,12 @@ enum Command {
     Info(cli::info::InfoArgs),
     /// Convert a PyTorch .pth checkpoint to .safetensors without Python and without running its code.
     Convert(cli::convert::ConvertArgs),
+    /// Pooled embeddings of images and folders into one .safetensors file (resumable, shardable).
+    Embed(cli::embed::EmbedArgs),
+    /// Join the files of `embed --shard I/N` into the file one machine would have written.
+    EmbedMerge(cli::embed::MergeArgs),
+    /// The images of an embeddings file nearest to query images (cosine similarity).
+    Similar(cli::embed::SimilarArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +44,9 @@ fn main() -> ExitCode {
         Command::List(args) => cli::list::run(args),
         Command::Convert(args) => cli::convert::run(args),
         Command::Info(args) => cli::info::run(args),
+        Command::Embed(args) => cli::embed::run(args),
+        Command::EmbedMerge(args) => cli::embed::merge(args),
+        Command::Similar(args) => cli::embed::similar(args),
     };
     match result {
         Ok(code) => code,

@@ -2,6 +2,7 @@
 
 pub mod classify;
 pub mod convert;
+pub mod embed;
 pub mod info;
 pub mod list;
 pub mod model;

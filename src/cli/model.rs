@@ -37,6 +37,8 @@ pub struct Loaded {
     pub preprocess: Preprocess,
     /// The weights' name for messages: `resnet50.tv2_in1k` or the file path.
     pub name: String,
+    /// Preset name of the architecture.
+    pub arch: String,
 }
 
 fn usage(e: impl std::fmt::Display) -> anyhow::Error {
@@ -81,14 +83,31 @@ fn progress_bar(label: &str) -> impl FnMut(hub::Progress) {
 impl ModelArgs {
     /// Resolves the flags to a model, downloading if needed. Naming errors are usage errors.
     pub fn load(&self) -> anyhow::Result<Loaded> {
+        self.load_as(false)
+    }
+
+    /// [`ModelArgs::load`], as a headless backbone when `headless` (the file's classifier, if any,
+    /// is skipped by name; `forward` returns the pooled embedding).
+    pub fn load_as(&self, headless: bool) -> anyhow::Result<Loaded> {
         let device: Device = resnet_zoo::device::parse_device(&self.device)
             .map_err(|e| usage(format!("--device: {e}")))?;
+        let options = hub::LoadOptions {
+            skip_classifier: headless,
+        };
+        let shape = |cfg: ResNetConfig| {
+            if headless {
+                cfg.with_num_classes(None)
+            } else {
+                cfg
+            }
+        };
         match (&self.model, &self.arch, &self.weights) {
             (Some(name), _, Some(path)) => {
                 let info: &WeightsInfo =
                     hub::registry::find(name).map_err(|e| usage(format!("--model: {e}")))?;
-                let model = hub::load_safetensors(path, &info.config()?, DType::F32, &device)?;
-                Ok(Loaded { model, preprocess: info.preprocess(), name: info.name.clone() })
+                let cfg = shape(info.config()?);
+                let model = hub::load_safetensors_with(path, &cfg, DType::F32, &device, options)?;
+                Ok(Loaded { model, preprocess: info.preprocess(), name: info.name.clone(), arch: info.arch.clone() })
             }
             #[cfg(not(feature = "download"))]
             (Some(name), _, None) => {
@@ -101,16 +120,22 @@ impl ModelArgs {
             (Some(name), _, None) => {
                 // Name errors are usage errors; everything after the lookup is a runtime failure.
                 hub::registry::find(name).map_err(|e| usage(format!("--model: {e}")))?;
-                let mut options = hub::HubOptions::from_env();
-                options.offline |= self.offline;
+                let mut hub_options = hub::HubOptions::from_env();
+                hub_options.offline |= self.offline;
+                let load = if headless { hub::load_pretrained_backbone } else { hub::load_pretrained };
                 let (model, info) =
-                    hub::load_pretrained(name, DType::F32, &device, &options, &mut progress_bar(name))?;
-                Ok(Loaded { model, preprocess: info.preprocess(), name: info.name.clone() })
+                    load(name, DType::F32, &device, &hub_options, &mut progress_bar(name))?;
+                Ok(Loaded { model, preprocess: info.preprocess(), name: info.name.clone(), arch: info.arch.clone() })
             }
             (None, Some(arch), Some(path)) => {
                 let cfg = ResNetConfig::preset(arch).map_err(|e| usage(format!("--arch: {e}")))?;
-                let model = hub::load_safetensors(path, &cfg, DType::F32, &device)?;
-                Ok(Loaded { model, preprocess: Preprocess::imagenet_v1(), name: path.display().to_string() })
+                let model = hub::load_safetensors_with(path, &shape(cfg), DType::F32, &device, options)?;
+                Ok(Loaded {
+                    model,
+                    preprocess: Preprocess::imagenet_v1(),
+                    name: path.display().to_string(),
+                    arch: arch.clone(),
+                })
             }
             _ => Err(usage(
                 "give --model NAME (pretrained, e.g. resnet50.tv2_in1k) or --arch NAME --weights FILE",

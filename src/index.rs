@@ -1,0 +1,241 @@
+//! Embedding index files: what `resnet-zoo embed` writes and `similar` and `embed-merge` read.
+//!
+//! One safetensors file: the tensor `embeddings`, `[N, D]` f32, one row per embedded image, and in
+//! the metadata the image paths in row order (`paths`, a JSON array), the inputs that could not be
+//! embedded (`failed`, a JSON array of `[path, error]`; they have no row), and how the rows were made
+//! (`model`, `arch`, `weights`, `preprocess`, `normalized`, `inputs`, `inputs_sha256`,
+//! `chunk_size`, and `shard` for one machine's slice). The bytes are a function of the content
+//! alone (metadata keys sorted), so two runs that compute the same rows write the same file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use safetensors::SafeTensors;
+
+/// `format` metadata value of every index file.
+pub const FORMAT: &str = "resnet-zoo-embeddings/1";
+
+/// An input that could not be embedded, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Failure {
+    pub path: String,
+    pub error: String,
+}
+
+/// The content of an index file.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EmbeddingIndex {
+    /// Length of each row.
+    pub dim: usize,
+    /// Row-major `[paths.len(), dim]`.
+    pub embeddings: Vec<f32>,
+    /// The image of each row.
+    pub paths: Vec<String>,
+    /// Inputs without a row.
+    pub failed: Vec<Failure>,
+    /// Every other metadata entry (`model`, `normalized`, `inputs_sha256`, ...).
+    pub meta: BTreeMap<String, String>,
+}
+
+/// Why an index file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not an embeddings file written by resnet-zoo embed: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+impl EmbeddingIndex {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.embeddings[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// The safetensors bytes: header with sorted keys, then the f32 data (little-endian).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut meta: BTreeMap<String, String> = self.meta.clone();
+        meta.insert("format".into(), FORMAT.into());
+        meta.insert(
+            "paths".into(),
+            serde_json::to_string(&self.paths).unwrap_or_default(),
+        );
+        let failed: Vec<(&str, &str)> = self
+            .failed
+            .iter()
+            .map(|f| (f.path.as_str(), f.error.as_str()))
+            .collect();
+        meta.insert(
+            "failed".into(),
+            serde_json::to_string(&failed).unwrap_or_default(),
+        );
+        let bytes = self.embeddings.len() * 4;
+        let header = serde_json::json!({
+            "__metadata__": meta,
+            "embeddings": {
+                "dtype": "F32",
+                "shape": [self.paths.len(), self.dim],
+                "data_offsets": [0, bytes],
+            },
+        });
+        // serde_json's map is a BTreeMap (no `preserve_order`): keys come out sorted.
+        let mut text = header.to_string().into_bytes();
+        text.resize(text.len().next_multiple_of(8), b' ');
+        let mut out = Vec::with_capacity(8 + text.len() + bytes);
+        out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+        out.extend_from_slice(&text);
+        for v in &self.embeddings {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    /// Parses index bytes; `path` names the file in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self, IndexError> {
+        let invalid = |reason: String| IndexError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let (_, metadata) =
+            SafeTensors::read_metadata(bytes).map_err(|e| invalid(e.to_string()))?;
+        let tensors = SafeTensors::deserialize(bytes).map_err(|e| invalid(e.to_string()))?;
+        let mut meta: BTreeMap<String, String> = metadata
+            .metadata()
+            .clone()
+            .unwrap_or_else(HashMap::new)
+            .into_iter()
+            .collect();
+        if meta.remove("format").as_deref() != Some(FORMAT) {
+            return Err(invalid(format!("no `format: {FORMAT}` metadata")));
+        }
+        let json = |meta: &mut BTreeMap<String, String>, key: &str| {
+            meta.remove(key)
+                .ok_or_else(|| invalid(format!("no `{key}` metadata")))
+        };
+        let paths: Vec<String> = serde_json::from_str(&json(&mut meta, "paths")?)
+            .map_err(|e| invalid(format!("`paths`: {e}")))?;
+        let failed: Vec<(String, String)> = serde_json::from_str(&json(&mut meta, "failed")?)
+            .map_err(|e| invalid(format!("`failed`: {e}")))?;
+        let view = tensors
+            .tensor("embeddings")
+            .map_err(|_| invalid("no `embeddings` tensor".into()))?;
+        let (rows, dim) = match (view.dtype(), view.shape()) {
+            (safetensors::Dtype::F32, &[rows, dim]) => (rows, dim),
+            (dtype, shape) => {
+                return Err(invalid(format!(
+                    "`embeddings` is {dtype:?} {shape:?}, expected F32 [N, D]"
+                )))
+            }
+        };
+        if rows != paths.len() {
+            return Err(invalid(format!("{rows} rows but {} paths", paths.len())));
+        }
+        let embeddings = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok(Self {
+            dim,
+            embeddings,
+            paths,
+            failed: failed
+                .into_iter()
+                .map(|(path, error)| Failure { path, error })
+                .collect(),
+            meta,
+        })
+    }
+
+    /// Reads an index file.
+    pub fn read(path: &Path) -> Result<Self, IndexError> {
+        let bytes = std::fs::read(path).map_err(|source| IndexError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Writes the file atomically: a crash leaves the previous file or none, never half of one.
+    pub fn write(&self, path: &Path) -> Result<(), IndexError> {
+        resnet_zoo_hub::atomic::write(path, &self.to_bytes()).map_err(|source| IndexError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// The `k` rows most similar to `query` by cosine similarity, best first, as `(row, score)`.
+    pub fn nearest(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
+        let norm = |v: &[f32]| {
+            v.iter()
+                .map(|x| x * x)
+                .sum::<f32>()
+                .sqrt()
+                .max(f32::MIN_POSITIVE)
+        };
+        let qn = norm(query);
+        let mut scored: Vec<(usize, f32)> = (0..self.len())
+            .map(|i| {
+                let row = self.row(i);
+                let dot: f32 = row.iter().zip(query).map(|(a, b)| a * b).sum();
+                (i, dot / (norm(row) * qn))
+            })
+            .collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        scored.truncate(k);
+        scored
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn round_trip_is_exact_and_deterministic() {
+        let index = EmbeddingIndex {
+            dim: 2,
+            embeddings: vec![1.0, 0.0, 0.6, 0.8, -1.0, 0.0],
+            paths: vec!["a.jpg".into(), "dir/b \"q\".png".into(), "c.jpg".into()],
+            failed: vec![Failure {
+                path: "bad.jpg".into(),
+                error: "truncated".into(),
+            }],
+            meta: [("model".to_string(), "resnet18".to_string())].into(),
+        };
+        let bytes = index.to_bytes();
+        assert_eq!(bytes, index.clone().to_bytes());
+        let back = EmbeddingIndex::from_bytes(&bytes, Path::new("x")).unwrap();
+        assert_eq!(back, index);
+        // candle reads it as an ordinary safetensors file.
+        let t = candle_core::safetensors::load_buffer(&bytes, &candle_core::Device::Cpu).unwrap();
+        assert_eq!(t["embeddings"].dims(), &[3, 2]);
+        let near = index.nearest(&[1.0, 0.1], 2);
+        assert_eq!(near.iter().map(|n| n.0).collect::<Vec<_>>(), [0, 1]);
+    }
+
+    #[test]
+    fn other_files_are_refused_by_name() {
+        let err = EmbeddingIndex::from_bytes(b"not safetensors", Path::new("emb.bin")).unwrap_err();
+        assert!(err.to_string().contains("emb.bin"), "{err}");
+    }
+}
