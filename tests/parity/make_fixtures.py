@@ -40,6 +40,10 @@ What it writes (into --out, default tests/fixtures/, which is git-ignored):
                                         the final norm + ReLU;
                             pooled_S [N,C]  global average of features_S;
                             logits_S [N,classes]  model(x).
+                          At the first size tag these taps must be bit-identical to what the
+                          official feature APIs return (check_feature_apis): torchvision's
+                          create_feature_extractor (torchvision and CIFAR presets), timm's
+                          features_only model and forward_intermediates (timm presets).
   models.json             every preset of the zoo (MANIFEST_PRESETS, fixtures or not):
                           reference, family, params, macs (torch.utils.flop_counter FLOPs // 2
                           at batch 1, 224x224 or 32x32 for CIFAR), flops_by_op, input_size,
@@ -270,6 +274,7 @@ from torch.nn import functional as F  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from torchvision import transforms as T  # noqa: E402
 from torchvision.models import ResNet50_Weights  # noqa: E402
+from torchvision.models.feature_extraction import create_feature_extractor  # noqa: E402
 from torchvision.transforms import functional as TF  # noqa: E402
 
 
@@ -815,6 +820,110 @@ def print_stats(what: str, stats: list) -> None:
               f"({gap / peak:.1e} rel)  std/max|x|: {s}")
 
 
+# --------------------------------------------------------------------------- official feature APIs
+
+# create_feature_extractor return nodes per saved tap (torchvision presets, resnet*_v1, CIFAR).
+# "relu" is the stem's ReLU (the blocks' are "layerK.J.relu"), "layerK" the last node of that
+# stage, "flatten" torch.flatten(avgpool(x), 1). features_S is the last stage's output.
+FX_NODES = {
+    "torchvision": {"stem": "relu", **{f"layer{k}": f"layer{k}" for k in (1, 2, 3, 4)}, "pooled": "flatten"},
+    "cifar": {"stem": "relu", **{f"layer{k}": f"layer{k}" for k in (1, 2, 3)}, "pooled": "flatten"},
+}
+# timm feature indices 0..4, in order: what timm's features_only model and forward_intermediates return.
+TIMM_FEATURE_TAPS = ("stem", "layer1", "layer2", "layer3", "layer4")
+
+
+def max_diffs(what: str, got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> str:
+    """Assert got[k] is bit-identical to ref[k] for every k of got; "k=max|diff| ..." for the log line."""
+    parts = []
+    for k, v in got.items():
+        assert v.shape == ref[k].shape, f"{what} {k}: shape {tuple(v.shape)} != saved {tuple(ref[k].shape)}"
+        d = (v - ref[k]).abs().max().item()
+        assert torch.equal(v, ref[k]), f"{what} {k}: max|diff| {d:.3e} vs the hooked tensor (max|x| " \
+                                       f"{ref[k].abs().max().item():.3e}): not bit-identical"
+        parts.append(f"{k}={d:g}")
+    return " ".join(parts)
+
+
+def timm_features_state_dict(feat: nn.Module, sd: dict[str, torch.Tensor], head: tuple[str, ...]) -> dict:
+    """sd (the full timm model's keys) under the names of its features_only FeatureListNet.
+
+    FeatureListNet keeps the model's top-level children up to the last feature module; with
+    flatten_sequential (resnetv2) the children of a top-level nn.Sequential are hoisted, their
+    names joined by "_" ("stem.conv.weight" -> "stem_conv.weight", "stages.0.blocks..." ->
+    "stages_0.blocks..."). Every key must map to exactly one features key, except the head's
+    (the keys starting with a prefix in head), which the features model does not have.
+    """
+    want = feat.state_dict()
+    out, dropped = {}, []
+    for k, v in sd.items():
+        a, b, *rest = k.split(".")
+        cands = [c for c in (k, ".".join([f"{a}_{b}", *rest]) if rest else None) if c in want]
+        assert len(cands) <= 1, (k, cands)
+        if cands:
+            assert want[cands[0]].shape == v.shape and want[cands[0]].dtype == v.dtype, (k, cands[0])
+            out[cands[0]] = v
+        else:
+            dropped.append(k)
+    assert set(out) == set(want) and len(out) == len(sd) - len(dropped), sorted(set(want) - set(out))[:10]
+    assert dropped and all(k.startswith(head) for k in dropped), dropped[:10]
+    return out
+
+
+@torch.no_grad()
+def check_feature_apis(model: nn.Module, preset: str, fam: str, sd: dict[str, torch.Tensor],
+                       tensors: dict[str, torch.Tensor]) -> None:
+    """The hooked taps (run_with_taps) are exactly what the official feature-extraction APIs return.
+
+    At the first size tag of the family, with the same model (weights sd) and input:
+      torchvision / resnet*_v1 / CIFAR: torchvision's create_feature_extractor(model, FX_NODES)
+        -> stem, layerK, features (= last layer), pooled;
+      timm: timm.create_model(preset, features_only=True, out_indices=(0..4)) with sd loaded
+        (timm_features_state_dict) -> stem, layer1..layer4 (for resnetv2/BiT index 4 is
+        stages.3, the raw residual sum: features_only stops before the final norm); and
+        model.forward_intermediates(x, indices=[0..4]) -> the same five, and its final x =
+        features; for resnetv2/BiT also with norm=True, whose index 4 is norm(stages.3) = features.
+    Every output must equal the saved tensor bit for bit. The global RNG (timm's init of the
+    features model draws from it) is restored afterwards.
+    """
+    tag = next(iter(SIZES[fam]))
+    x = tensors[f"input_{tag}"]
+    ref = {k: tensors[f"{k}_{tag}"] for k in ("stem", "layer1", "layer2", "layer3", "layer4", "features", "pooled")
+           if f"{k}_{tag}" in tensors}
+    lines = []
+    with torch.random.fork_rng(devices=[]):
+        if fam in FX_NODES:
+            nodes = FX_NODES[fam]
+            fx = create_feature_extractor(model, return_nodes={node: k for k, node in nodes.items()})
+            assert not model.training and not fx.training
+            out = fx(x)
+            last = TAPS[fam]["features"]
+            out["features"] = out[next(k for k, node in nodes.items() if node == last)]
+            lines.append(f"torchvision create_feature_extractor({', '.join(nodes.values())}): "
+                         + max_diffs(f"{preset} create_feature_extractor {tag}", out, ref))
+        else:
+            feat = timm.create_model(preset, pretrained=False, features_only=True, out_indices=(0, 1, 2, 3, 4))
+            head = ("fc.",) if fam == "timm_resnet" else ("norm.", "head.")
+            feat.load_state_dict(timm_features_state_dict(feat, sd, head), strict=True)
+            feat.eval()
+            names = feat.feature_info.module_name()
+            outs = feat(x)
+            assert len(outs) == len(TIMM_FEATURE_TAPS), (preset, len(outs))
+            got = dict(zip(TIMM_FEATURE_TAPS, outs, strict=True))
+            lines.append(f"timm features_only [{', '.join(names)}]: "
+                         + max_diffs(f"{preset} features_only {tag}", got, ref))
+            final, inter = model.forward_intermediates(x, indices=[0, 1, 2, 3, 4])
+            got = {**dict(zip(TIMM_FEATURE_TAPS, inter, strict=True)), "features": final}
+            lines.append("forward_intermediates: " + max_diffs(f"{preset} forward_intermediates {tag}", got, ref))
+            if fam == "timm_resnetv2":
+                inter = model.forward_intermediates(x, indices=[4], norm=True, intermediates_only=True)
+                assert len(inter) == 1
+                lines.append("forward_intermediates(norm=True)[4]: "
+                             + max_diffs(f"{preset} forward_intermediates(norm=True) {tag}",
+                                         {"features": inter[0]}, ref))
+    print(f"  {preset} {tag} taps vs " + "; ".join(lines))
+
+
 # --------------------------------------------------------------------------- models.json
 
 @torch.no_grad()
@@ -1190,6 +1299,7 @@ def generate(out: Path) -> None:
                     {**meta, "input_seed": str(INPUT_SEED), "weights": f"{preset}.safetensors",
                      "sizes": ",".join(SIZES[fam])})
         print_stats(preset, stats)
+        check_feature_apis(model, preset, fam, sd, tensors)
         if preset == "resnet50_v1":
             check_v1_stride(sd, inputs[fam], tensors)
         print(f"  {preset}: {time.time() - t0:.1f}s")
