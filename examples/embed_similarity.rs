@@ -19,6 +19,7 @@ fn main() -> anyhow::Result<()> {
         let cfg = ResNetConfig::preset(&args[0])?.with_num_classes(None);
         let skip = LoadOptions {
             skip_classifier: true,
+            ..LoadOptions::default()
         };
         let model = hub::load_safetensors_with(&args[1], &cfg, DType::F32, &device, skip)?;
         (model, Preprocess::imagenet_v1(), &args[2..])

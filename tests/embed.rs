@@ -133,6 +133,7 @@ fn rows_follow_paths_and_bad_images_are_reported() {
     let cfg = ResNetConfig::resnet18().with_num_classes(None);
     let skip = LoadOptions {
         skip_classifier: true,
+        ..LoadOptions::default()
     };
     let path = common::fixture("resnet18.safetensors");
     let model = hub::load_safetensors_with(&path, &cfg, DType::F32, &Device::Cpu, skip).unwrap();

@@ -497,6 +497,7 @@ pub fn similar(args: &SimilarArgs) -> anyhow::Result<ExitCode> {
         weights: field("weights").map(PathBuf::from),
         offline: args.offline,
         device: args.device.clone(),
+        allow_non_finite: false,
     };
     let loaded = model.load_as(true).with_context(|| {
         format!(

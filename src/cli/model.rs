@@ -29,6 +29,9 @@ pub struct ModelArgs {
     /// cpu, cuda[:N] or metal.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Load weights even if some hold NaN or infinite values (refused by default, naming them).
+    #[arg(long)]
+    pub allow_non_finite: bool,
 }
 
 /// A loaded model with the preprocessing that belongs to its weights.
@@ -93,6 +96,7 @@ impl ModelArgs {
             .map_err(|e| usage(format!("--device: {e}")))?;
         let options = hub::LoadOptions {
             skip_classifier: headless,
+            allow_non_finite: self.allow_non_finite,
         };
         let shape = |cfg: ResNetConfig| {
             if headless {
@@ -122,9 +126,14 @@ impl ModelArgs {
                 hub::registry::find(name).map_err(|e| usage(format!("--model: {e}")))?;
                 let mut hub_options = hub::HubOptions::from_env();
                 hub_options.offline |= self.offline;
-                let load = if headless { hub::load_pretrained_backbone } else { hub::load_pretrained };
-                let (model, info) =
-                    load(name, DType::F32, &device, &hub_options, &mut progress_bar(name))?;
+                let (model, info) = hub::load_pretrained_with(
+                    name,
+                    DType::F32,
+                    &device,
+                    &hub_options,
+                    options,
+                    &mut progress_bar(name),
+                )?;
                 Ok(Loaded { model, preprocess: info.preprocess(), name: info.name.clone(), arch: info.arch.clone() })
             }
             (None, Some(arch), Some(path)) => {

@@ -30,6 +30,20 @@ pub enum LoadError {
     /// The file's tensors do not match the architecture.
     #[error("{0}")]
     Mismatch(Box<MismatchReport>),
+    /// The header names a tensor more than once (JSON allows it; a parser would keep one silently).
+    #[error("weights file {path} names a tensor more than once: {}\nhint: the file is corrupt or was written by a faulty tool", names.join(", "))]
+    DuplicateNames { path: PathBuf, names: Vec<String> },
+    /// Tensors hold NaN or infinite values (refused unless `LoadOptions::allow_non_finite`).
+    #[error(
+        "weights file {path} has NaN or infinite values in {}: {}\nhint: the file is corrupt or comes from a diverged training run; pass --allow-non-finite (LoadOptions::allow_non_finite) to load it anyway",
+        plural(tensors.len(), "tensor"),
+        tensors.iter().take(10).map(|(n, c)| format!("{n} ({c} values)")).collect::<Vec<_>>().join(", ")
+    )]
+    NonFinite {
+        path: PathBuf,
+        /// `(tensor name in the file, number of non-finite values)`, in file order.
+        tensors: Vec<(String, usize)>,
+    },
     /// A PyTorch checkpoint that is not a plain dict of tensors, or is corrupt.
     #[error("cannot convert {path}: {reason}")]
     Pth { path: PathBuf, reason: String },
@@ -40,6 +54,14 @@ pub enum LoadError {
         #[source]
         source: candle_core::Error,
     },
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 /// One tensor whose shape differs between the file and the architecture.

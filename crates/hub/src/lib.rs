@@ -74,12 +74,29 @@ pub fn load_pretrained_backbone(
     options: &HubOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(resnet_zoo_resnet::ResNet, &'static WeightsInfo), HubError> {
-    let info = registry::find(name)?;
-    let cfg = info.config()?.with_num_classes(None);
-    let path = fetch(options, &info.repo, &info.revision, &info.file, progress)?;
     let skip = LoadOptions {
         skip_classifier: true,
+        ..LoadOptions::default()
     };
-    let model = load_safetensors_with(&path, &cfg, dtype, device, skip)?;
+    load_pretrained_with(name, dtype, device, options, skip, progress)
+}
+
+/// [`load_pretrained`] with [`LoadOptions`]; with `skip_classifier` the model is headless.
+#[cfg(feature = "download")]
+pub fn load_pretrained_with(
+    name: &str,
+    dtype: candle_core::DType,
+    device: &candle_core::Device,
+    options: &HubOptions,
+    load: LoadOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(resnet_zoo_resnet::ResNet, &'static WeightsInfo), HubError> {
+    let info = registry::find(name)?;
+    let mut cfg = info.config()?;
+    if load.skip_classifier {
+        cfg = cfg.with_num_classes(None);
+    }
+    let path = fetch(options, &info.repo, &info.revision, &info.file, progress)?;
+    let model = load_safetensors_with(&path, &cfg, dtype, device, load)?;
     Ok((model, info))
 }

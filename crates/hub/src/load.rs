@@ -49,6 +49,53 @@ pub fn read_weights_file(path: &Path) -> Result<Vec<u8>, LoadError> {
     Ok(bytes)
 }
 
+/// Tensor names that the safetensors header of `bytes` lists more than once. A JSON object may
+/// repeat a key and `serde` keeps only one, so the header is read once more key by key.
+fn duplicate_names(bytes: &[u8]) -> Vec<String> {
+    struct Keys(Vec<String>);
+    impl<'de> serde::Deserialize<'de> for Keys {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl<'de> serde::de::Visitor<'de> for Visitor {
+                type Value = Keys;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Keys, A::Error> {
+                    let mut keys = Vec::new();
+                    while let Some(k) = map.next_key::<String>()? {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        keys.push(k);
+                    }
+                    Ok(Keys(keys))
+                }
+            }
+            d.deserialize_map(Visitor)
+        }
+    }
+    let Some(len) = bytes.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
+        return Vec::new();
+    };
+    let end = usize::try_from(u64::from_le_bytes(len)).map_or(usize::MAX, |n| n.saturating_add(8));
+    let Some(header) = bytes.get(8..end) else {
+        return Vec::new(); // not safetensors: the parser says so
+    };
+    let Ok(Keys(mut keys)) = serde_json::from_slice::<Keys>(header) else {
+        return Vec::new();
+    };
+    keys.sort();
+    let mut dups: Vec<String> = keys
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0].clone())
+        .collect();
+    dups.dedup();
+    dups
+}
+
 /// The header of a checkpoint in our names: `torchvision name -> (dtype, shape, name in the file)`,
 /// plus the file's names that the detected scheme does not map.
 struct Header {
@@ -90,6 +137,47 @@ pub struct LoadOptions {
     /// `fc.weight` and `fc.bias` (our names; transformers' `classifier.1.*`, timm V2's `head.fc.*`)
     /// are skipped. Any other extra tensor is still an error.
     pub skip_classifier: bool,
+    /// Load tensors that hold NaN or infinite values. By default such a file is refused with
+    /// [`LoadError::NonFinite`] naming the tensors: a model built from it would answer garbage.
+    pub allow_non_finite: bool,
+}
+
+/// Whether the little-endian float at the start of `b` (`width` bytes) is NaN or infinite: its
+/// exponent bits are all ones.
+fn non_finite(dtype: Dtype, b: &[u8]) -> bool {
+    match dtype {
+        Dtype::F16 => u16::from_le_bytes([b[0], b[1]]) & 0x7c00 == 0x7c00,
+        Dtype::BF16 => u16::from_le_bytes([b[0], b[1]]) & 0x7f80 == 0x7f80,
+        Dtype::F32 => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x7f80_0000 == 0x7f80_0000,
+        Dtype::F64 => {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(&b[..8]);
+            u64::from_le_bytes(x) & 0x7ff0_0000_0000_0000 == 0x7ff0_0000_0000_0000
+        }
+        _ => false,
+    }
+}
+
+/// The tensors of `names` (file names) that hold NaN or infinite values, with their counts.
+fn non_finite_tensors<'a>(
+    tensors: &SafeTensors,
+    names: impl Iterator<Item = &'a str>,
+) -> Vec<(String, usize)> {
+    names
+        .filter_map(|name| {
+            let view = tensors.tensor(name).ok()?;
+            let width = view.dtype().bitsize() / 8;
+            if !is_float(view.dtype()) || width == 0 {
+                return None;
+            }
+            let bad = view
+                .data()
+                .chunks_exact(width)
+                .filter(|b| non_finite(view.dtype(), b))
+                .count();
+            (bad > 0).then(|| (name.to_string(), bad))
+        })
+        .collect()
 }
 
 /// The classifier tensors [`LoadOptions::skip_classifier`] allows, in our names.
@@ -185,7 +273,7 @@ pub fn load_safetensors(
 
 /// [`load_safetensors`] with [`LoadOptions`], e.g. a headless backbone from a classifier's file:
 /// `load_safetensors_with(path, &cfg.with_num_classes(None), dtype, device,
-/// LoadOptions { skip_classifier: true })`.
+/// LoadOptions { skip_classifier: true, ..LoadOptions::default() })`.
 pub fn load_safetensors_with(
     path: impl AsRef<Path>,
     cfg: &ResNetConfig,
@@ -206,11 +294,29 @@ pub fn load_safetensors_with(
         )));
     }
     let bytes = read_weights_file(path)?;
+    let duplicates = duplicate_names(&bytes);
+    if !duplicates.is_empty() {
+        return Err(LoadError::DuplicateNames {
+            path: path.to_path_buf(),
+            names: duplicates,
+        });
+    }
     let tensors = SafeTensors::deserialize(&bytes).map_err(|source| LoadError::Format {
         path: path.to_path_buf(),
         source,
     })?;
     let header = checked_header(path, &tensors, cfg, arch, options)?;
+    if !options.allow_non_finite {
+        let bad = non_finite_tensors(&tensors, header.table.values().map(|(_, _, f)| f.as_str()));
+        if !bad.is_empty() {
+            let mut bad = bad;
+            bad.sort();
+            return Err(LoadError::NonFinite {
+                path: path.to_path_buf(),
+                tensors: bad,
+            });
+        }
+    }
     let vb = VarBuilder::from_slice_safetensors(&bytes, dtype, device).map_err(candle)?;
     let vb = match header.scheme {
         Scheme::Torchvision => vb,

@@ -128,6 +128,33 @@ pub fn load_rgb(path: impl AsRef<Path>, limits: &ImageLimits) -> Result<Rgb8, Im
     decode_rgb(&bytes, path, limits)
 }
 
+/// Whether a JPEG stream reaches its end-of-image marker: the marker segments are walked by their
+/// lengths up to the first start-of-scan (so an EXIF thumbnail's markers are skipped), then an `FF D9`
+/// must follow (entropy-coded data stuffs every `FF` as `FF 00`, so it cannot occur inside a scan).
+fn jpeg_has_end(bytes: &[u8]) -> bool {
+    let mut pos = 2; // after SOI
+    while pos + 4 <= bytes.len() {
+        if bytes[pos] != 0xff {
+            return false;
+        }
+        let marker = bytes[pos + 1];
+        match marker {
+            0xff => pos += 1, // fill byte
+            0x01 | 0xd0..=0xd7 => pos += 2,
+            0xd9 => return true,
+            _ => {
+                let len = usize::from(u16::from_be_bytes([bytes[pos + 2], bytes[pos + 3]]));
+                if marker == 0xda {
+                    let scan = bytes.get(pos + 2 + len..).unwrap_or_default();
+                    return scan.windows(2).any(|w| w == [0xff, 0xd9]);
+                }
+                pos += 2 + len;
+            }
+        }
+    }
+    false
+}
+
 /// [`load_rgb`] on bytes already in memory; `path` only names the image in errors.
 pub fn decode_rgb(bytes: &[u8], path: &Path, limits: &ImageLimits) -> Result<Rgb8, ImageError> {
     let decode = |source| ImageError::Decode {
@@ -178,6 +205,16 @@ pub fn decode_rgb(bytes: &[u8], path: &Path, limits: &ImageLimits) -> Result<Rgb
         image::ImageError::Limits(_) => too_large(),
         e => decode(e),
     })?;
+    if format == Some(image::ImageFormat::Jpeg) && !jpeg_has_end(bytes) {
+        // Decoders fill a cut-off JPEG with gray and report success; PIL refuses it ("image file is
+        // truncated"), and so do we: a half-gray photo would be classified without a word.
+        return Err(decode(image::ImageError::Decoding(
+            image::error::DecodingError::new(
+                image::error::ImageFormatHint::Exact(image::ImageFormat::Jpeg),
+                "truncated JPEG: the data ends before the end-of-image marker",
+            ),
+        )));
+    }
     let orientation = decoder.orientation().map_err(decode)?;
     #[cfg(feature = "libjpeg")]
     let color = decoder.color_type();
@@ -514,6 +551,19 @@ impl Preprocess {
                 rgb.width,
                 rgb.height,
                 rgb.data.len()
+            );
+        }
+        // An extreme aspect ratio (1x10000) resizes to a huge image (256x2560000): refuse it by the
+        // same allocation limit the decoder has, instead of allocating gigabytes.
+        let (w, h) = resize_shorter_side(rgb.width, rgb.height, self.resize_size);
+        let bytes = (w as u64).saturating_mul(h as u64).saturating_mul(3);
+        if bytes > self.limits.max_alloc {
+            candle_core::bail!(
+                "image of {}x{} would be resized to {w}x{h} ({} MiB, extreme aspect ratio), over the {} MiB limit of ImageLimits::max_alloc",
+                rgb.width,
+                rgb.height,
+                bytes >> 20,
+                self.limits.max_alloc >> 20
             );
         }
         let img = self.resize_crop(rgb);
