@@ -41,7 +41,8 @@ pub mod registry;
 pub use download::{fetch, HubOptions, Progress};
 pub use error::{HubError, LoadError, MismatchReport, ShapeMismatch};
 pub use load::{
-    check_header, load_safetensors, load_safetensors_with, read_weights_file, LoadOptions,
+    check_header, load_safetensors, load_safetensors_bytes, load_safetensors_with,
+    read_weights_file, LoadOptions,
 };
 pub use pth::{convert_pth, read_pth};
 pub use registry::{KeyMap, WeightsInfo};

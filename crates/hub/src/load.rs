@@ -27,6 +27,12 @@ pub fn read_weights_file(path: &Path) -> Result<Vec<u8>, LoadError> {
         path: path.to_path_buf(),
         source,
     })?;
+    sniff(&bytes, path)?;
+    Ok(bytes)
+}
+
+/// Refuses bytes that are obviously not safetensors: empty, a Git LFS pointer, an HTML page.
+fn sniff(bytes: &[u8], path: &Path) -> Result<(), LoadError> {
     let head = &bytes[..bytes.len().min(512)];
     let text = String::from_utf8_lossy(head);
     let trimmed = text.trim_start();
@@ -46,7 +52,7 @@ pub fn read_weights_file(path: &Path) -> Result<Vec<u8>, LoadError> {
             path: path.to_path_buf(),
         });
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// Tensor names that the safetensors header of `bytes` lists more than once. A JSON object may
@@ -282,6 +288,23 @@ pub fn load_safetensors_with(
     options: LoadOptions,
 ) -> Result<ResNet, LoadError> {
     let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    load_safetensors_bytes(&bytes, path, cfg, dtype, device, options)
+}
+
+/// [`load_safetensors_with`] on the bytes of a file already in memory; `path` only names the file
+/// in errors. Every check of a file load applies (what is fuzzed and property-tested).
+pub fn load_safetensors_bytes(
+    bytes: &[u8],
+    path: &Path,
+    cfg: &ResNetConfig,
+    dtype: DType,
+    device: &Device,
+    options: LoadOptions,
+) -> Result<ResNet, LoadError> {
     let arch = resnet_zoo_resnet::presets::name_of(cfg).unwrap_or("the given ResNetConfig");
     let candle = |source| LoadError::Candle {
         path: path.to_path_buf(),
@@ -293,15 +316,15 @@ pub fn load_safetensors_with(
             "skip_classifier loads a headless backbone: use a config with num_classes: None".into(),
         )));
     }
-    let bytes = read_weights_file(path)?;
-    let duplicates = duplicate_names(&bytes);
+    sniff(bytes, path)?;
+    let duplicates = duplicate_names(bytes);
     if !duplicates.is_empty() {
         return Err(LoadError::DuplicateNames {
             path: path.to_path_buf(),
             names: duplicates,
         });
     }
-    let tensors = SafeTensors::deserialize(&bytes).map_err(|source| LoadError::Format {
+    let tensors = SafeTensors::deserialize(bytes).map_err(|source| LoadError::Format {
         path: path.to_path_buf(),
         source,
     })?;
@@ -317,7 +340,7 @@ pub fn load_safetensors_with(
             });
         }
     }
-    let vb = VarBuilder::from_slice_safetensors(&bytes, dtype, device).map_err(candle)?;
+    let vb = VarBuilder::from_slice_safetensors(bytes, dtype, device).map_err(candle)?;
     let vb = match header.scheme {
         Scheme::Torchvision => vb,
         // The model asks for torchvision names; read the file's own.
