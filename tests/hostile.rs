@@ -300,45 +300,6 @@ fn broken_weights_files_are_refused_with_the_reason() {
     );
 }
 
-/// A PNG whose header claims `width` x `height` followed by a few KB of compressed zeros: a
-/// decompression bomb (30000x30000 RGB would be 2.7 GB decoded).
-fn png_bomb(width: u32, height: u32) -> Vec<u8> {
-    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let start = out.len();
-        out.extend_from_slice(kind);
-        out.extend_from_slice(data);
-        let crc = crc32(&out[start..]);
-        out.extend_from_slice(&crc.to_be_bytes());
-    }
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = width.to_be_bytes().to_vec();
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
-    chunk(&mut out, b"IHDR", &ihdr);
-    // zlib header, then one fixed-Huffman block of zeros repeated (valid deflate, tiny).
-    let mut idat = vec![0x78, 0x9c];
-    idat.extend(std::iter::repeat_n(0u8, 4096));
-    chunk(&mut out, b"IDAT", &idat);
-    chunk(&mut out, b"IEND", &[]);
-    out
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffffu32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 fn encode(img: &image::DynamicImage, format: image::ImageFormat) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
     img.write_to(&mut out, format).unwrap();
@@ -375,7 +336,7 @@ fn broken_images_are_refused_and_odd_ones_decoded() {
     let png = encode(&img, image::ImageFormat::Png);
     let gif = encode(&img, image::ImageFormat::Gif);
     let webp = encode(&img, image::ImageFormat::WebP);
-    let bomb = png_bomb(30000, 30000);
+    let bomb = common::png_bomb(30000, 30000);
     let mut corrupt_png = png.clone();
     let mid = corrupt_png.len() / 2;
     corrupt_png[mid] ^= 0xff; // breaks the IDAT CRC / deflate stream

@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::path::Path;
 
 use candle_core::{DType, Device};
@@ -20,47 +22,10 @@ fn peak_kib() -> u64 {
         .unwrap()
 }
 
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffffu32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// A few-KB PNG whose header says `side` x `side` RGB (2.7 GB decoded at 30000).
-fn png_bomb(side: u32) -> Vec<u8> {
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut chunk = |kind: &[u8; 4], data: &[u8]| {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let start = out.len();
-        out.extend_from_slice(kind);
-        out.extend_from_slice(data);
-        let crc = crc32(&out[start..]);
-        out.extend_from_slice(&crc.to_be_bytes());
-    };
-    let mut ihdr = side.to_be_bytes().to_vec();
-    ihdr.extend_from_slice(&side.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    chunk(b"IHDR", &ihdr);
-    let mut idat = vec![0x78, 0x9c];
-    idat.extend(std::iter::repeat_n(0u8, 4096));
-    chunk(b"IDAT", &idat);
-    chunk(b"IEND", &[]);
-    out
-}
-
 #[test]
 fn bombs_are_refused_before_allocating() {
     let before = peak_kib();
-    let bomb = png_bomb(30000);
+    let bomb = common::png_bomb(30000, 30000);
     // Even with a generous side limit the allocation limit refuses it from the header.
     let limits = ImageLimits {
         max_side: 65535,

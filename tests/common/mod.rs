@@ -71,3 +71,41 @@ pub fn top_k(logits: &Tensor, k: usize) -> Vec<Vec<usize>> {
         })
         .collect()
 }
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A PNG whose header claims `width` x `height` 8-bit RGB, followed by a few KB of compressed
+/// zeros: a decompression bomb (30000x30000 would be 2.7 GB decoded) in under 8 KB.
+pub fn png_bomb(width: u32, height: u32) -> Vec<u8> {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8; 4], data: &[u8]| {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let crc = crc32(&out[start..]);
+        out.extend_from_slice(&crc.to_be_bytes());
+    };
+    let mut ihdr = width.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(b"IHDR", &ihdr);
+    let mut idat = vec![0x78, 0x9c];
+    idat.extend(std::iter::repeat_n(0u8, 4096));
+    chunk(b"IDAT", &idat);
+    chunk(b"IEND", &[]);
+    out
+}

@@ -44,7 +44,7 @@ pub use load::{
     check_header, load_safetensors, load_safetensors_bytes, load_safetensors_with,
     read_weights_file, LoadOptions,
 };
-pub use pth::{convert_pth, read_pth};
+pub use pth::{convert_pth, read_pth, read_pth_bytes};
 pub use registry::{KeyMap, WeightsInfo};
 
 /// Resolves `name` in the weights table (`resnet50.tv2_in1k`, or `resnet50` for the arch's default
@@ -58,11 +58,14 @@ pub fn load_pretrained(
     options: &HubOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(resnet_zoo_resnet::ResNet, &'static WeightsInfo), HubError> {
-    let info = registry::find(name)?;
-    let cfg = info.config()?;
-    let path = fetch(options, &info.repo, &info.revision, &info.file, progress)?;
-    let model = load_safetensors(&path, &cfg, dtype, device)?;
-    Ok((model, info))
+    load_pretrained_with(
+        name,
+        dtype,
+        device,
+        options,
+        LoadOptions::default(),
+        progress,
+    )
 }
 
 /// [`load_pretrained`] as a headless backbone (`num_classes: None`): the file's classifier is
