@@ -222,6 +222,15 @@ pub fn read_pth(path: &Path, key: Option<&str>) -> Result<Vec<PthTensor>, LoadEr
         path: path.to_path_buf(),
         source,
     })?;
+    read_pth_bytes(&bytes, path, key)
+}
+
+/// [`read_pth`] on bytes already in memory; `path` only names the file in errors.
+pub fn read_pth_bytes(
+    bytes: &[u8],
+    path: &Path,
+    key: Option<&str>,
+) -> Result<Vec<PthTensor>, LoadError> {
     if !bytes.starts_with(b"PK\x03\x04") {
         return Err(refuse(
             path,
@@ -232,7 +241,7 @@ pub fn read_pth(path: &Path, key: Option<&str>) -> Result<Vec<PthTensor>, LoadEr
             },
         ));
     }
-    let mut zip = zip::ZipArchive::new(Cursor::new(&bytes))
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
         .map_err(|e| refuse(path, format!("corrupt zip archive: {e}")))?;
     let pickles: Vec<String> = zip
         .file_names()
