@@ -65,6 +65,13 @@ impl EmbeddingIndex {
         self.paths.is_empty()
     }
 
+    /// Appends `other`'s rows, paths and failures (the next chunk or shard, in order).
+    pub fn append(&mut self, other: EmbeddingIndex) {
+        self.embeddings.extend(other.embeddings);
+        self.paths.extend(other.paths);
+        self.failed.extend(other.failed);
+    }
+
     /// Row `i`.
     pub fn row(&self, i: usize) -> &[f32] {
         &self.embeddings[i * self.dim..(i + 1) * self.dim]

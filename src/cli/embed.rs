@@ -259,8 +259,15 @@ fn write_report(path: &Path, failed: &[Failure]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write report {}", path.display()))
 }
 
-/// Reports the failures and picks the exit code.
-fn finish(index: &EmbeddingIndex, inputs: usize, report: &Path) -> anyhow::Result<ExitCode> {
+/// Reports the failures (to `report`, default `OUT.failures.tsv`) and picks the exit code.
+fn finish(
+    index: &EmbeddingIndex,
+    inputs: usize,
+    out: &Path,
+    report: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let report = report.map_or_else(|| with_suffix(out, ".failures.tsv"), Path::to_path_buf);
+    let report = report.as_path();
     write_report(report, &index.failed)?;
     if index.failed.is_empty() {
         return Ok(ExitCode::SUCCESS);
@@ -396,10 +403,7 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     for k in first..end {
-        let part = EmbeddingIndex::read(&chunk_file(k))?;
-        index.embeddings.extend(part.embeddings);
-        index.paths.extend(part.paths);
-        index.failed.extend(part.failed);
+        index.append(EmbeddingIndex::read(&chunk_file(k))?);
     }
     index.write(&args.out)?;
     std::fs::remove_dir_all(&partial)
@@ -415,11 +419,7 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
         model_time.as_secs_f64(),
         waited.as_secs_f64()
     );
-    let report = args
-        .report
-        .clone()
-        .unwrap_or_else(|| with_suffix(&args.out, ".failures.tsv"));
-    finish(&index, shard_inputs, &report)
+    finish(&index, shard_inputs, &args.out, args.report.as_deref())
 }
 
 pub fn merge(args: &MergeArgs) -> anyhow::Result<ExitCode> {
@@ -475,17 +475,11 @@ pub fn merge(args: &MergeArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     for (_, index) in shards {
-        merged.embeddings.extend(index.embeddings);
-        merged.paths.extend(index.paths);
-        merged.failed.extend(index.failed);
+        merged.append(index);
     }
     merged.write(&args.out)?;
     let inputs = merged.len() + merged.failed.len();
-    let report = args
-        .report
-        .clone()
-        .unwrap_or_else(|| with_suffix(&args.out, ".failures.tsv"));
-    finish(&merged, inputs, &report)
+    finish(&merged, inputs, &args.out, args.report.as_deref())
 }
 
 pub fn similar(args: &SimilarArgs) -> anyhow::Result<ExitCode> {
