@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Module, Tensor};
-use resnet_zoo::{layers::grouped_conv2d, ResNet, ResNetConfig};
+use resnet_zoo::layers::{conv2d_fused, grouped_conv2d, ConvGeometry, Epilogue};
+use resnet_zoo::{ResNet, ResNetConfig};
 
 fn env_list(name: &str, default: &str) -> Vec<usize> {
     std::env::var(name)
@@ -106,7 +107,70 @@ fn main() {
             );
         }
     }
+    if std::env::var_os("RESNET_ZOO_BENCH_LAYERS").is_some() {
+        for &n in &batches {
+            layers(&dev, n, repeats);
+        }
+    }
     grouped_vs_candle(&dev, repeats);
+}
+
+/// Every distinct convolution of ResNet-50 at 224x224 through the fused op (bias and ReLU), with
+/// its share of the model's MACs and the GFLOP/s it reaches.
+fn layers(dev: &Device, n: usize, repeats: usize) {
+    println!("ResNet-50 convolutions, batch {n} (fused conv + bias + ReLU):");
+    // (in, out, kernel, stride, input side, count in the model)
+    let shapes = [
+        (3, 64, 7, 2, 224, 1),
+        (64, 64, 1, 1, 56, 1),
+        (256, 64, 1, 1, 56, 2),
+        (64, 64, 3, 1, 56, 3),
+        (64, 256, 1, 1, 56, 4),
+        (256, 128, 1, 1, 56, 1),
+        (128, 128, 3, 2, 56, 1),
+        (256, 512, 1, 2, 56, 1),
+        (512, 128, 1, 1, 28, 3),
+        (128, 128, 3, 1, 28, 3),
+        (128, 512, 1, 1, 28, 4),
+        (512, 256, 1, 1, 28, 1),
+        (256, 256, 3, 2, 28, 1),
+        (512, 1024, 1, 2, 28, 1),
+        (1024, 256, 1, 1, 14, 5),
+        (256, 256, 3, 1, 14, 5),
+        (256, 1024, 1, 1, 14, 6),
+        (1024, 512, 1, 1, 14, 1),
+        (512, 512, 3, 2, 14, 1),
+        (1024, 2048, 1, 2, 14, 1),
+        (2048, 512, 1, 1, 7, 2),
+        (512, 512, 3, 1, 7, 2),
+        (512, 2048, 1, 1, 7, 3),
+    ];
+    let mut total = 0.0;
+    for &(c, o, k, s, side, count) in &shapes {
+        let x = Tensor::randn(0f32, 1., (n, c, side, side), dev).unwrap();
+        let w = Tensor::randn(0f32, 0.1, (o, c, k, k), dev).unwrap();
+        let b = Tensor::randn(0f32, 0.1, o, dev).unwrap();
+        let g = ConvGeometry {
+            stride: s,
+            padding: k / 2,
+            groups: 1,
+        };
+        let e = Epilogue {
+            bias: Some(&b),
+            residual: None,
+            relu: true,
+        };
+        let t = time(repeats, || conv2d_fused(&x, &w, g, e).unwrap()).as_secs_f64();
+        let out = (side + 2 * (k / 2) - k) / s + 1;
+        let flops = 2.0 * (n * o * out * out * c * k * k) as f64;
+        total += t * count as f64;
+        println!(
+            "  {c:4}->{o:<4} {k}x{k} s{s} {side:3}x{side:<3} x{count}: {:7.2} ms {:6.1} GFLOP/s",
+            t * 1e3,
+            flops / t / 1e9
+        );
+    }
+    println!("  sum over the model's convolutions: {:.1} ms", total * 1e3);
 }
 
 /// The 3x3 grouped convolutions of ResNeXt-50 32x4d at 224x224, batch 8: ours (one batched matmul)

@@ -1,7 +1,7 @@
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use crate::grouped::grouped_conv2d;
+use crate::conv::{conv2d_fused, ConvGeometry, Epilogue};
 use crate::TensorSpec;
 
 /// Shape of a [`ConvBn`]: a bias-free `Conv2d` followed by `BatchNorm2d(out_channels)`.
@@ -213,34 +213,45 @@ pub fn needs_f32_compute(x: &Tensor) -> bool {
 }
 
 impl ConvBn {
-    fn conv(&self, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        let ConvBnConfig {
-            stride,
-            padding,
-            groups,
-            ..
-        } = self.config;
-        let y = if groups == 1 {
-            x.conv2d(weight, padding, stride, 1, 1)?
-        } else {
-            grouped_conv2d(x, weight, stride, padding, groups)?
-        };
-        match bias {
-            Some(bias) => y.broadcast_add(bias),
-            None => Ok(y),
+    fn geometry(&self) -> ConvGeometry {
+        ConvGeometry {
+            stride: self.config.stride,
+            padding: self.config.padding,
+            groups: self.config.groups,
         }
+    }
+
+    /// `relu?(self(x) + residual)`, fused into the convolution's write-out where the device and
+    /// dtype allow ([`conv2d_fused`]): what a residual block's last convolution computes.
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        relu: bool,
+    ) -> Result<Tensor> {
+        if needs_f32_compute(x) {
+            let f32 = |t: &Tensor| t.to_dtype(DType::F32);
+            let bias = self.bias.as_ref().map(f32).transpose()?;
+            let residual = residual.map(f32).transpose()?;
+            let epilogue = Epilogue {
+                bias: bias.as_ref(),
+                residual: residual.as_ref(),
+                relu,
+            };
+            return conv2d_fused(&f32(x)?, &f32(&self.weight)?, self.geometry(), epilogue)?
+                .to_dtype(x.dtype());
+        }
+        let epilogue = Epilogue {
+            bias: self.bias.as_ref(),
+            residual,
+            relu,
+        };
+        conv2d_fused(x, &self.weight, self.geometry(), epilogue)
     }
 }
 
 impl Module for ConvBn {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if needs_f32_compute(x) {
-            let f32 = |t: &Tensor| t.to_dtype(DType::F32);
-            let bias = self.bias.as_ref().map(f32).transpose()?;
-            return self
-                .conv(&f32(x)?, &f32(&self.weight)?, bias.as_ref())?
-                .to_dtype(x.dtype());
-        }
-        self.conv(x, &self.weight, self.bias.as_ref())
+        self.forward_with(x, None, false)
     }
 }

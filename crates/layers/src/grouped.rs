@@ -63,23 +63,23 @@ struct GroupedConv {
 
 /// The shapes of one grouped convolution.
 #[derive(Clone, Copy)]
-struct Dims {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    c_out: usize,
-    c_in_g: usize,
-    kh: usize,
-    kw: usize,
-    ho: usize,
-    wo: usize,
-    stride: usize,
-    padding: usize,
+pub(crate) struct Dims {
+    pub(crate) n: usize,
+    pub(crate) c: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) c_out: usize,
+    pub(crate) c_in_g: usize,
+    pub(crate) kh: usize,
+    pub(crate) kw: usize,
+    pub(crate) ho: usize,
+    pub(crate) wo: usize,
+    pub(crate) stride: usize,
+    pub(crate) padding: usize,
 }
 
 /// Output columns `[lo, hi)` whose input column `ow * stride + kj - padding` lies in `[0, w)`.
-fn valid_columns(d: &Dims, kj: usize) -> (usize, usize) {
+pub(crate) fn valid_columns(d: &Dims, kj: usize) -> (usize, usize) {
     let lo = d.padding.saturating_sub(kj).div_ceil(d.stride);
     let hi = if d.w + d.padding > kj {
         ((d.w + d.padding - kj - 1) / d.stride + 1).min(d.wo)
@@ -233,7 +233,7 @@ where
     out
 }
 
-fn grouped<T>(x: &[T], w: &[T], d: Dims, groups: usize) -> Vec<T>
+pub(crate) fn grouped<T>(x: &[T], w: &[T], d: Dims, groups: usize) -> Vec<T>
 where
     T: Copy
         + Default

@@ -4,6 +4,8 @@
 //!   bias when the weights are loaded (`w' = w * gamma / sqrt(var + eps)`, `b' = beta - mean * gamma /
 //!   sqrt(var + eps)`), computed in f32 (f64 for f64 models) whatever the file's or the run's dtype.
 //!   Without a norm ([`ConvBn::conv_only`]) it can standardise its weight once at load (BiT's StdConv).
+//! - [`conv2d_fused`]: `relu?(conv(x) + bias + residual)` as one CPU op (f32) that writes each output
+//!   value once, tile by tile, with no im2col for 1x1 convolutions; Candle ops elsewhere.
 //! - [`grouped_conv2d`]: a grouped convolution (ResNeXt) as one batched matmul, not one conv per group.
 //! - [`NormAct`]: BatchNorm (folded to scale and shift) or GroupNorm, then ReLU: the pre-activation
 //!   norms of ResNet V2 / BiT.
@@ -17,6 +19,7 @@
 //!
 //! Every layer is a plain struct with `new(config, vb)` and `impl Module`, so `{:?}` prints the tree.
 
+mod conv;
 mod conv_bn;
 mod grouped;
 mod norm;
@@ -24,6 +27,7 @@ mod pool;
 mod shortcut;
 mod spec;
 
+pub use conv::{conv2d_fused, ConvGeometry, Epilogue};
 pub use conv_bn::{needs_f32_compute, ConvBn, ConvBnConfig};
 pub use grouped::grouped_conv2d;
 pub use norm::{NormAct, NormKind};

@@ -1,4 +1,5 @@
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Result, Shape, Tensor, D};
+use rayon::prelude::*;
 
 /// 2-D max pooling with PyTorch semantics: implicit `-inf` padding, floor output size.
 ///
@@ -30,6 +31,25 @@ fn pad_neg_inf(x: &Tensor, dim: usize, p: usize) -> Result<Tensor> {
 
 impl Module for MaxPool2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        if self.kernel_size == 0 || self.stride == 0 || self.padding >= self.kernel_size {
+            candle_core::bail!(
+                "max pool: kernel {} stride {} padding {} (padding must be below the kernel size)",
+                self.kernel_size,
+                self.stride,
+                self.padding
+            );
+        }
+        if h + 2 * self.padding < self.kernel_size || w + 2 * self.padding < self.kernel_size {
+            candle_core::bail!(
+                "max pool: input {:?} is smaller than the {k}x{k} window",
+                x.dims(),
+                k = self.kernel_size
+            );
+        }
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            return x.contiguous()?.apply_op1_no_bwd(self);
+        }
         let x = if self.padding > 0 {
             let x = pad_neg_inf(x, 2, self.padding)?;
             pad_neg_inf(&x, 3, self.padding)?
@@ -37,6 +57,49 @@ impl Module for MaxPool2d {
             x.clone()
         };
         x.max_pool2d_with_stride(self.kernel_size, self.stride)
+    }
+}
+
+/// The CPU kernel (f32): one task per output plane, reading only the window's in-bounds values.
+impl CustomOp1 for MaxPool2d {
+    fn name(&self) -> &'static str {
+        "max-pool2d"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = layout.shape().dims4()?;
+        let (k, s, p) = (self.kernel_size, self.stride, self.padding);
+        let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let (CpuStorage::F32(x), Some((x0, x1))) = (storage, layout.contiguous_offsets()) else {
+            candle_core::bail!("max pool: the CPU kernel takes a contiguous f32 input");
+        };
+        let x = &x[x0..x1];
+        // The in-bounds input range of window `o` along a dimension of size `size`.
+        let span = |o: usize, size: usize| {
+            let start = (o * s).saturating_sub(p);
+            let end = (o * s + k - p).min(size);
+            (start, end)
+        };
+        let mut out = vec![0f32; n * c * ho * wo];
+        out.par_chunks_mut(ho * wo)
+            .zip(x.par_chunks(h * w))
+            .for_each(|(dst, plane)| {
+                for oh in 0..ho {
+                    let (r0, r1) = span(oh, h);
+                    for ow in 0..wo {
+                        let (c0, c1) = span(ow, w);
+                        let mut m = f32::NEG_INFINITY;
+                        for row in plane[r0 * w..r1 * w].chunks_exact(w) {
+                            for &v in &row[c0..c1] {
+                                // NaN propagates, as in PyTorch.
+                                m = if v > m || v.is_nan() { v } else { m };
+                            }
+                        }
+                        dst[oh * wo + ow] = m;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, ho, wo))))
     }
 }
 
@@ -105,5 +168,31 @@ mod tests {
         let x = Tensor::full(-3f32, (1, 1, 2, 2), &Device::Cpu).unwrap();
         let y = MaxPool2d::new(3, 2, 1).forward(&x).unwrap();
         assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [-3.]);
+    }
+
+    /// The f32 CPU kernel against the padded Candle path (which f64 takes), on odd sizes.
+    #[test]
+    fn max_pool_kernel_matches_the_padded_path() {
+        for &(h, w, k, s, p) in &[
+            (7, 9, 3, 2, 1),
+            (8, 8, 3, 2, 1),
+            (5, 6, 3, 1, 0),
+            (4, 3, 2, 2, 1),
+        ] {
+            let x = Tensor::randn(0f32, 1., (2, 3, h, w), &Device::Cpu).unwrap();
+            let pool = MaxPool2d::new(k, s, p);
+            let fast = pool.forward(&x).unwrap();
+            let reference = pool
+                .forward(&x.to_dtype(DType::F64).unwrap())
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap();
+            assert_eq!(fast.dims(), reference.dims());
+            assert_eq!(
+                fast.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                reference.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                "{h}x{w} k{k} s{s} p{p}"
+            );
+        }
     }
 }

@@ -394,25 +394,21 @@ impl Block {
     }
 }
 
-/// `relu(x)` when the norm was folded into the previous convolution, `relu(norm(x))` otherwise.
-fn act(norm: &Option<NormAct>, x: &Tensor) -> Result<Tensor> {
-    match norm {
-        Some(norm) => norm.forward(x),
-        None => x.relu(),
-    }
-}
-
 impl Module for Block {
+    /// Each convolution's bias, the residual add and the ReLU are fused into the convolution
+    /// ([`ConvBn::forward_with`]).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Block::Basic(b) => {
-                let y = b.conv1.forward(x)?.relu()?;
-                (b.conv2.forward(&y)? + b.shortcut.forward(x)?)?.relu()
+                let y = b.conv1.forward_with(x, None, true)?;
+                let shortcut = b.shortcut.forward(x)?;
+                b.conv2.forward_with(&y, Some(&shortcut), true)
             }
             Block::Bottleneck(b) => {
-                let y = b.conv1.forward(x)?.relu()?;
-                let y = b.conv2.forward(&y)?.relu()?;
-                (b.conv3.forward(&y)? + b.shortcut.forward(x)?)?.relu()
+                let y = b.conv1.forward_with(x, None, true)?;
+                let y = b.conv2.forward_with(&y, None, true)?;
+                let shortcut = b.shortcut.forward(x)?;
+                b.conv3.forward_with(&y, Some(&shortcut), true)
             }
             Block::PreActBottleneck(b) => {
                 let pre = b.norm1.forward(x)?;
@@ -420,9 +416,15 @@ impl Module for Block {
                     Shortcut::Identity => x.clone(),
                     s => s.forward(&pre)?,
                 };
-                let y = act(&b.norm2, &b.conv1.forward(&pre)?)?;
-                let y = act(&b.norm3, &b.conv2.forward(&y)?)?;
-                b.conv3.forward(&y)? + shortcut
+                // A folded norm leaves only its ReLU, which the convolution applies; a GroupNorm
+                // runs as its own layer (norm, then ReLU).
+                let conv_act = |conv: &ConvBn, norm: &Option<NormAct>, x: &Tensor| match norm {
+                    None => conv.forward_with(x, None, true),
+                    Some(norm) => norm.forward(&conv.forward(x)?),
+                };
+                let y = conv_act(&b.conv1, &b.norm2, &pre)?;
+                let y = conv_act(&b.conv2, &b.norm3, &y)?;
+                b.conv3.forward_with(&y, Some(&shortcut), false)
             }
         }
     }

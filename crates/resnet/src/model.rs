@@ -152,14 +152,9 @@ impl StemLayers {
 
     /// The stem's feature map (before pooling).
     fn features(&self, x: &Tensor) -> Result<Tensor> {
-        self.convs.iter().try_fold(x.clone(), |x, conv| {
-            let y = conv.forward(&x)?;
-            if self.relu {
-                y.relu()
-            } else {
-                Ok(y)
-            }
-        })
+        self.convs
+            .iter()
+            .try_fold(x.clone(), |x, conv| conv.forward_with(&x, None, self.relu))
     }
 
     fn pool(&self, x: Tensor) -> Result<Tensor> {
