@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV ?= $(HOME)/.cache/resnet-zoo/venv
 FIXTURES := tests/fixtures
 
-.PHONY: test venv fixtures check fmt clippy classify clean-fixtures
+.PHONY: test venv fixtures check fmt clippy classify clean-fixtures bench bench-smoke
 
 test: fixtures
 	cargo test --release --workspace --all-targets
@@ -26,6 +26,23 @@ venv: $(VENV)/.installed
 
 fixtures: $(VENV)/.installed
 	$(VENV)/bin/python tests/parity/make_fixtures.py --out $(FIXTURES)
+
+# Cross-engine benchmark (benches/compare.py): resnet-zoo, PyTorch eager, PyTorch channels-last +
+# torch.compile and ONNX Runtime on the same weights and input, interleaved; see docs/performance.md.
+BENCH_ARGS ?= --models resnet50,resnet18,resnext50_32x4d,wide_resnet50_2 --batches 1,8 --rounds 2 --repeats 5
+
+$(VENV)/.bench-installed: benches/requirements.txt $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r benches/requirements.txt
+	touch $@
+
+bench: $(VENV)/.bench-installed
+	cargo build --release
+	$(VENV)/bin/python benches/compare.py $(BENCH_ARGS) --markdown target/bench-compare/table.md
+
+# CI: the same script on resnet18, batch 1, one repeat, outputs checked; no timing asserts.
+bench-smoke: $(VENV)/.bench-installed
+	cargo build --release
+	$(VENV)/bin/python benches/compare.py --smoke
 
 check: fmt clippy
 

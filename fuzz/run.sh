@@ -20,5 +20,7 @@ seed() {
 for t in "${targets[@]}"; do
   seed "$t"
   echo "== $t: ${minutes} min"
-  cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time=$((minutes * 60)) -rss_limit_mb=4096 2>&1 | tail -n 5
+  mkdir -p "artifacts/$t"
+  cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time=$((minutes * 60)) -rss_limit_mb=4096 \
+    -artifact_prefix="artifacts/$t/" 2>&1 | tail -n 5
 done

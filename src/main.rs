@@ -35,6 +35,8 @@ enum Command {
     EmbedMerge(cli::embed::MergeArgs),
     /// The images of an embeddings file nearest to query images (cosine similarity).
     Similar(cli::embed::SimilarArgs),
+    /// Time loading and forward passes of a model on one input (see benches/compare.py).
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Embed(args) => cli::embed::run(args),
         Command::EmbedMerge(args) => cli::embed::merge(args),
         Command::Similar(args) => cli::embed::similar(args),
+        Command::Bench(args) => cli::bench::run(args),
     };
     match result {
         Ok(code) => code,

@@ -242,3 +242,77 @@ fn info_reports_model_facts() {
     assert_eq!(out.status.code(), Some(2));
     assert_stderr_has(&out, "did you mean");
 }
+
+/// `bench` (what benches/compare.py runs): one JSON line with the timings, and the output it
+/// writes is the model's, checked against PyTorch's logits.
+#[test]
+fn bench_reports_timings_and_writes_the_models_output() {
+    let io = common::load_tensors("resnet20.io.safetensors");
+    let dir = std::env::temp_dir().join(format!("resnet-zoo-cli-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("input.safetensors");
+    let output = dir.join("output.safetensors");
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("input".to_string(), io["input_32"].clone())]),
+        &input,
+    )
+    .unwrap();
+    let weights = common::fixture("resnet20.safetensors");
+    let o = run(&[
+        "bench",
+        "--arch",
+        "resnet20",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--repeats",
+        "3",
+        "--output",
+        output.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(line["engine"], "resnet-zoo");
+    assert_eq!(line["model"], "resnet20");
+    assert_eq!(line["batch"], 2);
+    let times = line["times_ms"].as_array().unwrap();
+    assert_eq!(times.len(), 3);
+    assert!(times.iter().all(|t| t.as_f64().unwrap() > 0.0), "{line}");
+    assert!(line["load_ms"].as_f64().unwrap() > 0.0, "{line}");
+    let out = candle_core::safetensors::load(&output, &candle_core::Device::Cpu).unwrap();
+    let err = common::rel_err(&out["output"], &io["logits_32"]);
+    assert!(err < 1e-4, "bench output differs from PyTorch: {err:e}");
+
+    // An input file without an `input` tensor: exit 1, the file and the expected name said.
+    let wrong = dir.join("wrong.safetensors");
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("x".to_string(), io["input_32"].clone())]),
+        &wrong,
+    )
+    .unwrap();
+    let o = run(&[
+        "bench",
+        "--arch",
+        "resnet20",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--input",
+        wrong.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_stderr_has(&o, "wrong.safetensors: no tensor named `input`");
+    let o = run(&[
+        "bench",
+        "--arch",
+        "resnet20",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--repeats",
+        "0",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_stderr_has(&o, "--repeats");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,5 +1,6 @@
 //! Subcommands of the `resnet-zoo` binary.
 
+pub mod bench;
 pub mod classify;
 pub mod convert;
 pub mod embed;

@@ -1,0 +1,180 @@
+//! `resnet-zoo bench`: load time, forward latency and peak memory of one model on one input, in a
+//! form `benches/compare.py` reads next to PyTorch and ONNX Runtime (`--json`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_core::{DType, Module, Tensor};
+
+use super::model::ModelArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Input batch: a .safetensors file with one f32 tensor `input` of shape [N, 3, H, W]
+    /// [default: a seeded random batch of --batch images at the model's default size].
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Images per batch of the random input (ignored with --input).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub batch: u16,
+    /// Timed forward passes, after the warm-up ones.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=10000))]
+    pub repeats: u16,
+    /// Untimed forward passes first (page faults, scratch buffers, lazy initialisation).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=100))]
+    pub warmup: u16,
+    /// Write the last pass's output to this .safetensors file (tensor `output`), atomically.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// One JSON line instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// This process's peak resident memory in MiB (`VmHWM`), where the OS reports it.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+fn read_input(path: &PathBuf, device: &candle_core::Device) -> anyhow::Result<Tensor> {
+    let bytes = std::fs::read(path).with_context(|| format!("--input {}", path.display()))?;
+    let file = safetensors::SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("--input {}: not a .safetensors file", path.display()))?;
+    let view = file.tensor("input").with_context(|| {
+        format!(
+            "--input {}: no tensor named `input` (hint: save the batch as {{\"input\": tensor}})",
+            path.display()
+        )
+    })?;
+    let shape = view.shape().to_vec();
+    if view.dtype() != safetensors::Dtype::F32 || shape.len() != 4 || shape[1] != 3 {
+        anyhow::bail!(
+            "--input {}: `input` is {:?} {:?}; expected f32 [N, 3, H, W]",
+            path.display(),
+            view.dtype(),
+            shape
+        );
+    }
+    let values: Vec<f32> = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok(Tensor::from_vec(values, shape, device)?)
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let start = Instant::now();
+    let loaded = args.model.load()?;
+    let load_ms = start.elapsed().as_secs_f64() * 1e3;
+    let device = loaded.model.device().clone();
+    let cfg = loaded.model.config().clone();
+    let x = match &args.input {
+        Some(path) => read_input(path, &device)?,
+        None => {
+            let side = cfg.default_input_size();
+            let shape = (usize::from(args.batch), 3, side, side);
+            // A fixed pseudo-random batch in [-2, 2) (xorshift; Candle cannot seed its CPU rng),
+            // so that runs are repeatable.
+            let mut state = 0x9E37_79B9_7F4A_7C15u64;
+            let values: Vec<f32> = (0..shape.0 * 3 * side * side)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
+                })
+                .collect();
+            Tensor::from_vec(values, shape, &device)?
+        }
+    };
+    let x = x.to_dtype(DType::F32)?;
+    let batch = x.dim(0)?;
+    let mut y = None;
+    for _ in 0..args.warmup {
+        y = Some(loaded.model.forward(&x)?);
+    }
+    let mut times_ms = Vec::with_capacity(usize::from(args.repeats));
+    for _ in 0..args.repeats {
+        let t = Instant::now();
+        let out = loaded.model.forward(&x)?;
+        device.synchronize()?;
+        times_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        y = Some(out);
+    }
+    if let (Some(path), Some(y)) = (&args.output, &y) {
+        let y = y
+            .to_dtype(DType::F32)?
+            .to_device(&candle_core::Device::Cpu)?;
+        let bytes = safetensors::serialize(
+            HashMap::from([("output".to_string(), &y)])
+                .iter()
+                .map(|(k, v)| (k.as_str(), *v)),
+            None,
+        )
+        .with_context(|| format!("--output {}", path.display()))?;
+        resnet_zoo::hub::atomic::write(path, &bytes)
+            .with_context(|| format!("--output {}: writing failed", path.display()))?;
+    }
+    let mut sorted = times_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    let med = median(&sorted);
+    let threads = rayon::current_num_threads();
+    let peak = peak_rss_mib();
+    if args.json {
+        let line = serde_json::json!({
+            "engine": "resnet-zoo",
+            "model": loaded.arch,
+            "batch": batch,
+            "input": x.dims(),
+            "threads": threads,
+            "device": args.model.device,
+            "load_ms": load_ms,
+            "times_ms": times_ms,
+            "peak_rss_mb": peak,
+        });
+        println!("{line}");
+    } else {
+        println!(
+            "{} ({}), input {:?}, {threads} threads",
+            loaded.arch,
+            loaded.name,
+            x.dims()
+        );
+        println!("load (file to model ready): {load_ms:.1} ms");
+        println!(
+            "forward: median {med:.1} ms, min {:.1} ms, max {:.1} ms over {} runs: {:.2} img/s",
+            sorted[0],
+            sorted[sorted.len() - 1],
+            sorted.len(),
+            batch as f64 / (med / 1e3)
+        );
+        if let Some(peak) = peak {
+            println!("peak resident memory: {peak:.0} MiB");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
