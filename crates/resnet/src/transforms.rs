@@ -117,7 +117,8 @@ pub struct Rgb8 {
 /// Reads `path`, applies its EXIF orientation and converts it to RGB as PIL's `convert("RGB")` does:
 /// gray is replicated, alpha is dropped (not composited), palettes are expanded, 16-bit samples keep
 /// their high byte. Animated images give their first frame. With the `libjpeg` feature (default),
-/// baseline and progressive YCbCr/gray JPEGs are decoded by libjpeg-turbo's decoder, giving the same
+/// baseline and progressive YCbCr/gray/CMYK/YCCK JPEGs are decoded by libjpeg-turbo's decoder (CMYK
+/// converted to RGB with PIL's formula), giving the same
 /// pixels as PIL.
 pub fn load_rgb(path: impl AsRef<Path>, limits: &ImageLimits) -> Result<Rgb8, ImageError> {
     let path = path.as_ref();
@@ -252,11 +253,31 @@ mod libjpeg {
     /// upsampling), which are PIL's. Gray is replicated to RGB by libjpeg, as `convert("RGB")` does.
     pub fn decode_rgb(bytes: &[u8], path: &Path) -> Result<image::RgbImage, ImageError> {
         let run = || -> std::io::Result<image::RgbImage> {
-            let mut img = mozjpeg::Decompress::new_mem(bytes)?.rgb()?;
-            let (w, h) = (img.width() as u32, img.height() as u32);
-            let pixels: Vec<[u8; 3]> = img.read_scanlines()?;
-            img.finish()?;
-            let raw: Vec<u8> = pixels.into_iter().flatten().collect();
+            let decompress = mozjpeg::Decompress::new_mem(bytes)?;
+            let cmyk = matches!(
+                decompress.color_space(),
+                mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK
+            );
+            let (w, h, raw) = if cmyk {
+                // libjpeg turns YCCK into CMYK; PIL then reads Adobe files as inverted CMYK
+                // ("CMYK;I") and converts to RGB with its own formula.
+                let mut img = decompress.to_colorspace(mozjpeg::ColorSpace::JCS_CMYK)?;
+                let (w, h) = (img.width() as u32, img.height() as u32);
+                let pixels: Vec<[u8; 4]> = img.read_scanlines()?;
+                img.finish()?;
+                let inverted = super::has_adobe_marker(bytes);
+                let raw: Vec<u8> = pixels
+                    .into_iter()
+                    .flat_map(|p| super::cmyk_to_rgb_like_pil(p, inverted))
+                    .collect();
+                (w, h, raw)
+            } else {
+                let mut img = decompress.rgb()?;
+                let (w, h) = (img.width() as u32, img.height() as u32);
+                let pixels: Vec<[u8; 3]> = img.read_scanlines()?;
+                img.finish()?;
+                (w, h, pixels.into_iter().flatten().collect())
+            };
             image::RgbImage::from_raw(w, h, raw).ok_or_else(|| {
                 std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
@@ -271,6 +292,44 @@ mod libjpeg {
             Err(_) => Err(corrupt(path, "libjpeg could not decode the file".into())),
         }
     }
+}
+
+/// Whether a JPEG has an Adobe APP14 segment before its first scan: PIL then takes CMYK samples as
+/// inverted (Photoshop's convention, which libjpeg's own CMYK encoder follows too).
+#[cfg(feature = "libjpeg")]
+fn has_adobe_marker(bytes: &[u8]) -> bool {
+    let mut i = 2; // after SOI
+    while i + 4 <= bytes.len() && bytes[i] == 0xFF {
+        let marker = bytes[i + 1];
+        if marker == 0xDA || marker == 0xD9 {
+            return false; // start of scan / end of image
+        }
+        if marker == 0xFF {
+            i += 1; // fill byte
+            continue;
+        }
+        let len = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
+        if marker == 0xEE && bytes.get(i + 4..i + 9) == Some(b"Adobe".as_slice()) {
+            return true;
+        }
+        i += 2 + len;
+    }
+    false
+}
+
+/// PIL's `cmyk2rgb` (`Convert.c`): `channel = nk - round(ink * nk / 255)` with `nk = 255 - black`,
+/// on samples inverted first when the file is an Adobe one (rawmode `CMYK;I`).
+#[cfg(feature = "libjpeg")]
+fn cmyk_to_rgb_like_pil(p: [u8; 4], inverted: bool) -> [u8; 3] {
+    let v = |x: u8| i32::from(if inverted { 255 - x } else { x });
+    let nk = 255 - v(p[3]);
+    // MULDIV255: (a * b + 128 + ((a * b + 128) >> 8)) >> 8.
+    let muldiv255 = |a: i32| {
+        let t = a * nk + 128;
+        ((t >> 8) + t) >> 8
+    };
+    let ch = |x: u8| (nk - muldiv255(v(x))).clamp(0, 255) as u8;
+    [ch(p[0]), ch(p[1]), ch(p[2])]
 }
 
 /// PIL `convert("RGB")` semantics for every pixel layout the decoders produce.

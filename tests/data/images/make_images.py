@@ -7,7 +7,8 @@ ATTRIBUTION.md for the per-file provenance and licence.
 
 The set deliberately covers the decode paths a Rust image pipeline has to get
 right before it can match torchvision: baseline and progressive JPEG, 8-bit RGB,
-grayscale (L), RGBA, palette (P) and 16-bit RGB PNG, an EXIF-rotated JPEG, and
+grayscale (L), RGBA, palette (P, with and without transparency) and 16-bit RGB
+PNG, a CMYK (Adobe) JPEG, an EXIF-rotated JPEG, and
 small / tall / wide sizes (the resize-to-256 step upsamples the small one).
 
 Run from the repository root (scikit-image only needs to be importable as a
@@ -163,6 +164,17 @@ def generate(data: Path) -> None:
     # 10. Wide 512x200 crop (face and shoulders), 4:2:2 chroma.
     atomic_save(astronaut.crop((0, 30, 512, 230)), HERE / "astronaut_wide.jpg",
                 format="JPEG", quality=90, subsampling=1)
+
+    # 11. CMYK JPEG (Pillow writes Adobe APP14 and inverted samples, as Photoshop does).
+    atomic_save(chelsea.resize((226, 150), Image.Resampling.LANCZOS).convert("CMYK"),
+                HERE / "chelsea_cmyk.jpg", format="JPEG", quality=90)
+
+    # 12. Palette PNG with transparency (a tRNS chunk making colour 0 fully transparent):
+    #     convert("RGB") ignores it and keeps the palette colour.
+    trns = chelsea.resize((160, 107), Image.Resampling.LANCZOS).quantize(
+        colors=32, method=Image.Quantize.MEDIANCUT)
+    atomic_save(trns, HERE / "chelsea_palette_trns.png", format="PNG", optimize=True,
+                transparency=0)
 
     # The EXIF file must round-trip to the upright picture (lossy JPEG, so compare loosely).
     with Image.open(HERE / "chelsea_exif6.jpg") as im:
