@@ -320,86 +320,119 @@ impl SharedMut {
 /// Ungrouped convolution with the epilogue fused, tile by tile.
 fn conv_tiled(x: &[f32], w: &[f32], d: Dims, e: Fill, relu: bool) -> Vec<f32> {
     let plane = d.ho * d.wo;
-    let k = d.c * d.kh * d.kw;
     let t = tiling(d.n, d.c_out, d.ho, d.wo, rayon::current_num_threads());
     let row_blocks = d.ho.div_ceil(t.row_block);
-    let co_blocks = d.c_out.div_ceil(t.co_block);
     let mut out = vec![0f32; d.n * d.c_out * plane];
     let dst = SharedMut(out.as_mut_ptr());
-    let in_place = d.kh == 1 && d.kw == 1 && d.stride == 1 && d.padding == 0;
+    let co_blocks = d.c_out.div_ceil(t.co_block);
     (0..d.n * row_blocks * co_blocks)
         .into_par_iter()
         .for_each(|task| {
-            let b = task / (row_blocks * co_blocks);
             let r0 = task / co_blocks % row_blocks * t.row_block;
             let o0 = task % co_blocks * t.co_block;
-            let rows = t.row_block.min(d.ho - r0);
-            let cos = t.co_block.min(d.c_out - o0);
-            let cols = rows * d.wo;
-            let image = &x[b * d.c * d.h * d.w..][..d.c * d.h * d.w];
-            // The tile: rows o0..o0+cos of image b's [C_out, plane] matrix, columns r0*wo..+cols.
-            let tile_start = (b * d.c_out + o0) * plane + r0 * d.wo;
-            for o in 0..cos {
-                let offset = tile_start + o * plane;
-                // SAFETY: `offset + cols <= out.len()`, and tiles are disjoint: tasks differ in
-                // image, channel block or row block.
-                let row = unsafe { std::slice::from_raw_parts_mut(dst.at(offset), cols) };
-                if e.any() {
-                    e.write(row, o0 + o, offset);
-                }
-            }
-            let lhs = &w[o0 * k..][..cos * k];
-            let gemm = |rhs: *const f32, rhs_rs: usize| {
-                // SAFETY: dst is the `cos x cols` tile above with row stride `plane`; lhs is
-                // `cos x k` row-major; rhs is `k x cols` with row stride `rhs_rs`, in bounds of
-                // its buffer (the input image or the scratch im2col).
-                unsafe {
-                    gemm::gemm(
-                        cos,
-                        cols,
-                        k,
-                        dst.at(tile_start),
-                        1,
-                        plane as isize,
-                        e.any(),
-                        lhs.as_ptr(),
-                        1,
-                        k as isize,
-                        rhs,
-                        1,
-                        rhs_rs as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
+            let tile = Tile {
+                image: task / (row_blocks * co_blocks),
+                r0,
+                rows: t.row_block.min(d.ho - r0),
+                o0,
+                cos: t.co_block.min(d.c_out - o0),
             };
-            if in_place {
-                gemm(image[r0 * d.w..].as_ptr(), d.h * d.w);
-            } else {
-                SCRATCH.with_borrow_mut(|scratch| {
-                    if scratch.len() < k * cols {
-                        scratch.resize(k * cols, 0.0);
-                    }
-                    let scratch = &mut scratch[..k * cols];
-                    im2col(image, d, r0, rows, scratch);
-                    gemm(scratch.as_ptr(), cols);
-                });
-            }
-            if relu {
-                for o in 0..cos {
-                    // SAFETY: as above; the GEMM has returned, so nothing else borrows the tile.
-                    let row = unsafe {
-                        std::slice::from_raw_parts_mut(dst.at(tile_start + o * plane), cols)
-                    };
-                    relu_in_place(row);
-                }
-            }
+            // SAFETY: tasks differ in image, row block or channel block, so their tiles are
+            // disjoint parts of `out`.
+            unsafe { conv_tile(x, w, d, e, relu, dst, tile, gemm::Parallelism::None) };
         });
     out
+}
+
+/// Output rows `r0..r0 + rows` and channels `o0..o0 + cos` of one image.
+#[derive(Clone, Copy)]
+struct Tile {
+    image: usize,
+    r0: usize,
+    rows: usize,
+    o0: usize,
+    cos: usize,
+}
+
+/// Computes one tile: epilogue fill, GEMM (reading the input in place or through the per-thread
+/// im2col scratch), ReLU.
+///
+/// # Safety
+/// `dst` must point to an output of `d`'s shape, and no other thread may touch this tile meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn conv_tile(
+    x: &[f32],
+    w: &[f32],
+    d: Dims,
+    e: Fill,
+    relu: bool,
+    dst: SharedMut,
+    t: Tile,
+    parallelism: gemm::Parallelism,
+) {
+    let plane = d.ho * d.wo;
+    let k = d.c * d.kh * d.kw;
+    let cols = t.rows * d.wo;
+    let image = &x[t.image * d.c * d.h * d.w..][..d.c * d.h * d.w];
+    // The tile: rows o0..o0+cos of the image's [C_out, plane] matrix, columns r0*wo..+cols.
+    let tile_start = (t.image * d.c_out + t.o0) * plane + t.r0 * d.wo;
+    let row = |o: usize| {
+        // SAFETY: `tile_start + o * plane + cols` lies within the output (the tile is inside
+        // it), and only this call touches the tile (the caller's contract).
+        unsafe { std::slice::from_raw_parts_mut(dst.at(tile_start + o * plane), cols) }
+    };
+    if e.any() {
+        for o in 0..t.cos {
+            e.write(row(o), t.o0 + o, tile_start + o * plane);
+        }
+    }
+    let lhs = &w[t.o0 * k..][..t.cos * k];
+    let gemm = |rhs: *const f32, rhs_rs: usize| {
+        // SAFETY: dst is the `cos x cols` tile above with row stride `plane`; lhs is `cos x k`
+        // row-major; rhs is `k x cols` with row stride `rhs_rs`, in bounds of its buffer (the
+        // input image or the scratch im2col).
+        unsafe {
+            gemm::gemm(
+                t.cos,
+                cols,
+                k,
+                dst.at(tile_start),
+                1,
+                plane as isize,
+                e.any(),
+                lhs.as_ptr(),
+                1,
+                k as isize,
+                rhs,
+                1,
+                rhs_rs as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+    };
+    let in_place = d.kh == 1 && d.kw == 1 && d.stride == 1 && d.padding == 0;
+    if in_place {
+        gemm(image[t.r0 * d.w..].as_ptr(), d.h * d.w);
+    } else {
+        SCRATCH.with_borrow_mut(|scratch| {
+            if scratch.len() < k * cols {
+                scratch.resize(k * cols, 0.0);
+            }
+            let scratch = &mut scratch[..k * cols];
+            im2col(image, d, t.r0, t.rows, scratch);
+            gemm(scratch.as_ptr(), cols);
+        });
+    }
+    if relu {
+        for o in 0..t.cos {
+            relu_in_place(row(o));
+        }
+    }
 }
 
 /// im2col of output rows `r0..r0 + rows` of one image: row `(ci, ki, kj)`, column `(oh, ow)`;
