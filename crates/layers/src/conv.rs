@@ -297,6 +297,8 @@ fn tiling(n: usize, c_out: usize, ho: usize, wo: usize, threads: usize) -> Tilin
 thread_local! {
     /// Per-thread im2col buffer, grown to the largest tile seen and kept across calls.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The im2col that the channel blocks of one (image, row block) share, on the calling thread.
+    static SHARED_COLS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A pointer that tasks writing disjoint parts of one buffer may share.
@@ -325,6 +327,50 @@ fn conv_tiled(x: &[f32], w: &[f32], d: Dims, e: Fill, relu: bool) -> Vec<f32> {
     let mut out = vec![0f32; d.n * d.c_out * plane];
     let dst = SharedMut(out.as_mut_ptr());
     let co_blocks = d.c_out.div_ceil(t.co_block);
+    let in_place = d.kh == 1 && d.kw == 1 && d.stride == 1 && d.padding == 0;
+    if co_blocks > 1 && !in_place {
+        // Small maps split over output channels: the channel blocks of one (image, row block)
+        // share its im2col, built once (in parallel over input channels) instead of once per block.
+        let k = d.c * d.kh * d.kw;
+        let mut fresh = Vec::new();
+        let mut shared =
+            SHARED_COLS.with(|c| c.try_borrow_mut().map(|mut v| std::mem::take(&mut *v)));
+        let buf = match &mut shared {
+            Ok(v) => v,
+            Err(_) => &mut fresh, // re-entered from a nested parallel forward: a buffer of its own
+        };
+        for group in 0..d.n * row_blocks {
+            let (image, r0) = (group / row_blocks, group % row_blocks * t.row_block);
+            let rows = t.row_block.min(d.ho - r0);
+            let n_cols = rows * d.wo;
+            if buf.len() < k * n_cols {
+                buf.resize(k * n_cols, 0.0);
+            }
+            let cols = &mut buf[..k * n_cols];
+            let input = &x[image * d.c * d.h * d.w..][..d.c * d.h * d.w];
+            cols.par_chunks_mut(d.kh * d.kw * n_cols)
+                .zip(input.par_chunks(d.h * d.w))
+                .for_each(|(dst, plane)| im2col_channel(plane, d, r0, rows, dst));
+            let cols = &*cols;
+            (0..co_blocks).into_par_iter().for_each(|cb| {
+                let o0 = cb * t.co_block;
+                let tile = Tile {
+                    image,
+                    r0,
+                    rows,
+                    o0,
+                    cos: t.co_block.min(d.c_out - o0),
+                };
+                // SAFETY: tasks differ in channel block, so their tiles are disjoint parts of
+                // `out`; `cols` is this tile's im2col.
+                unsafe { conv_tile(x, w, d, e, relu, dst, tile, Some(cols)) };
+            });
+        }
+        if let Ok(v) = shared {
+            SHARED_COLS.with(|c| *c.borrow_mut() = v);
+        }
+        return out;
+    }
     (0..d.n * row_blocks * co_blocks)
         .into_par_iter()
         .for_each(|task| {
@@ -339,7 +385,7 @@ fn conv_tiled(x: &[f32], w: &[f32], d: Dims, e: Fill, relu: bool) -> Vec<f32> {
             };
             // SAFETY: tasks differ in image, row block or channel block, so their tiles are
             // disjoint parts of `out`.
-            unsafe { conv_tile(x, w, d, e, relu, dst, tile, gemm::Parallelism::None) };
+            unsafe { conv_tile(x, w, d, e, relu, dst, tile, None) };
         });
     out
 }
@@ -368,7 +414,7 @@ unsafe fn conv_tile(
     relu: bool,
     dst: SharedMut,
     t: Tile,
-    parallelism: gemm::Parallelism,
+    im2col_done: Option<&[f32]>,
 ) {
     let plane = d.ho * d.wo;
     let k = d.c * d.kh * d.kw;
@@ -411,13 +457,15 @@ unsafe fn conv_tile(
                 false,
                 false,
                 false,
-                parallelism,
+                gemm::Parallelism::None,
             );
         }
     };
     let in_place = d.kh == 1 && d.kw == 1 && d.stride == 1 && d.padding == 0;
     if in_place {
         gemm(image[t.r0 * d.w..].as_ptr(), d.h * d.w);
+    } else if let Some(cols) = im2col_done {
+        gemm(cols.as_ptr(), cols.len() / k);
     } else {
         SCRATCH.with_borrow_mut(|scratch| {
             if scratch.len() < k * cols {
@@ -438,33 +486,41 @@ unsafe fn conv_tile(
 /// im2col of output rows `r0..r0 + rows` of one image: row `(ci, ki, kj)`, column `(oh, ow)`;
 /// every element is written (padding as zeros), so the buffer may hold anything before.
 fn im2col(image: &[f32], d: Dims, r0: usize, rows: usize, cols: &mut [f32]) {
+    let per_channel = d.kh * d.kw * rows * d.wo;
+    for (plane, dst) in image
+        .chunks_exact(d.h * d.w)
+        .zip(cols.chunks_exact_mut(per_channel))
+    {
+        im2col_channel(plane, d, r0, rows, dst);
+    }
+}
+
+/// The `kh * kw` im2col rows of one input channel (`input` is its `h x w` plane).
+fn im2col_channel(input: &[f32], d: Dims, r0: usize, rows: usize, cols: &mut [f32]) {
     let n_cols = rows * d.wo;
-    for ci in 0..d.c {
-        let input = &image[ci * d.h * d.w..][..d.h * d.w];
-        for ki in 0..d.kh {
-            for kj in 0..d.kw {
-                let row = &mut cols[((ci * d.kh + ki) * d.kw + kj) * n_cols..][..n_cols];
-                let (lo, hi) = valid_columns(&d, kj);
-                for (r, dst) in row.chunks_exact_mut(d.wo).enumerate() {
-                    let ih = ((r0 + r) * d.stride + ki).checked_sub(d.padding);
-                    match ih {
-                        Some(ih) if ih < d.h && lo < hi => {
-                            dst[..lo].fill(0.0);
-                            dst[hi..].fill(0.0);
-                            let start = ih * d.w + lo * d.stride + kj - d.padding;
-                            if d.stride == 1 {
-                                dst[lo..hi].copy_from_slice(&input[start..start + hi - lo]);
-                            } else {
-                                for (o, &i) in dst[lo..hi]
-                                    .iter_mut()
-                                    .zip(input[start..].iter().step_by(d.stride))
-                                {
-                                    *o = i;
-                                }
+    for ki in 0..d.kh {
+        for kj in 0..d.kw {
+            let row = &mut cols[(ki * d.kw + kj) * n_cols..][..n_cols];
+            let (lo, hi) = valid_columns(&d, kj);
+            for (r, dst) in row.chunks_exact_mut(d.wo).enumerate() {
+                let ih = ((r0 + r) * d.stride + ki).checked_sub(d.padding);
+                match ih {
+                    Some(ih) if ih < d.h && lo < hi => {
+                        dst[..lo].fill(0.0);
+                        dst[hi..].fill(0.0);
+                        let start = ih * d.w + lo * d.stride + kj - d.padding;
+                        if d.stride == 1 {
+                            dst[lo..hi].copy_from_slice(&input[start..start + hi - lo]);
+                        } else {
+                            for (o, &i) in dst[lo..hi]
+                                .iter_mut()
+                                .zip(input[start..].iter().step_by(d.stride))
+                            {
+                                *o = i;
                             }
                         }
-                        _ => dst.fill(0.0),
                     }
+                    _ => dst.fill(0.0),
                 }
             }
         }
