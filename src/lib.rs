@@ -6,7 +6,8 @@
 //! This facade re-exports the workspace crates:
 //! - [`layers`] (`resnet-zoo-layers`): folded conv+BN, pooling;
 //! - the model (`resnet-zoo-resnet`): [`ResNet`], [`ResNetConfig`], [`transforms`], [`imagenet`];
-//! - [`hub`] (`resnet-zoo-hub`): strict loading of safetensors checkpoints.
+//! - [`hub`] (`resnet-zoo-hub`): strict loading of safetensors checkpoints;
+//! - [`alloc::HugePageAlloc`]: an optional global allocator that backs large buffers with huge pages.
 //!
 //! ```no_run
 //! use candle_core::{DType, Device, Module};
@@ -29,6 +30,7 @@ pub use resnet_zoo_resnet::{
     PRESETS,
 };
 
+pub mod alloc;
 pub mod classify;
 pub mod device;
 pub mod index;

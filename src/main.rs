@@ -8,6 +8,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Large buffers (weights, activations) on transparent huge pages: see `resnet_zoo::alloc`.
+#[global_allocator]
+static ALLOC: resnet_zoo::alloc::HugePageAlloc = resnet_zoo::alloc::HugePageAlloc;
+
 #[derive(Parser)]
 #[command(
     name = "resnet-zoo",
