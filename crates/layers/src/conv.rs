@@ -57,25 +57,9 @@ pub fn conv2d_fused(
         padding,
         groups,
     } = geometry;
-    let (n, c, h, wd) = x.dims4()?;
-    let (c_out, c_in_g, kh, kw) = w.dims4()?;
-    if groups == 0 || stride == 0 || c != c_in_g * groups || !c_out.is_multiple_of(groups) {
-        bail!(
-            "conv2d: input {:?}, weight {:?}, groups {groups}, stride {stride} do not fit",
-            x.dims(),
-            w.dims()
-        );
-    }
-    if h + 2 * padding < kh || wd + 2 * padding < kw {
-        bail!(
-            "conv2d: input {:?} with padding {padding} is smaller than the {kh}x{kw} kernel",
-            x.dims()
-        );
-    }
-    let (ho, wo) = (
-        (h + 2 * padding - kh) / stride + 1,
-        (wd + 2 * padding - kw) / stride + 1,
-    );
+    let Dims {
+        n, c_out, ho, wo, ..
+    } = Dims::new(x.shape(), w.shape(), stride, padding, groups)?;
     if let Some(bias) = epilogue.bias {
         if bias.elem_count() != c_out {
             bail!(
@@ -163,27 +147,12 @@ impl CustomOp1 for FusedConv {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = layout.shape().dims4()?;
-        let (c_out, c_in_g, kh, kw) = self.w.dims4()?;
         let ConvGeometry {
             stride,
             padding,
             groups,
         } = self.geometry;
-        let d = Dims {
-            n,
-            c,
-            h,
-            w,
-            c_out,
-            c_in_g,
-            kh,
-            kw,
-            ho: (h + 2 * padding - kh) / stride + 1,
-            wo: (w + 2 * padding - kw) / stride + 1,
-            stride,
-            padding,
-        };
+        let d = Dims::new(layout.shape(), self.w.shape(), stride, padding, groups)?;
         let (CpuStorage::F32(x), Some((x0, x1))) = (storage, layout.contiguous_offsets()) else {
             bail!("conv2d: the fused CPU kernel takes a contiguous f32 input");
         };
@@ -202,7 +171,10 @@ impl CustomOp1 for FusedConv {
                 })
             })
         })?;
-        Ok((CpuStorage::F32(out), Shape::from((n, c_out, d.ho, d.wo))))
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((d.n, d.c_out, d.ho, d.wo)),
+        ))
     }
 }
 

@@ -26,21 +26,7 @@ pub fn grouped_conv2d(
     padding: usize,
     groups: usize,
 ) -> Result<Tensor> {
-    let (_, c, h, wd) = x.dims4()?;
-    let (c_out, c_in_g, kh, kw) = w.dims4()?;
-    if groups == 0 || stride == 0 || c != c_in_g * groups || !c_out.is_multiple_of(groups) {
-        bail!(
-            "grouped conv2d: input {:?}, weight {:?}, groups {groups}, stride {stride} do not fit",
-            x.dims(),
-            w.dims()
-        );
-    }
-    if h + 2 * padding < kh || wd + 2 * padding < kw {
-        bail!(
-            "grouped conv2d: input {:?} with padding {padding} is smaller than the {kh}x{kw} kernel",
-            x.dims()
-        );
-    }
+    Dims::new(x.shape(), w.shape(), stride, padding, groups)?;
     let direct = x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64);
     if !direct || x.dtype() != w.dtype() {
         return x.conv2d(w, padding, stride, 1, groups);
@@ -76,6 +62,48 @@ pub(crate) struct Dims {
     pub(crate) wo: usize,
     pub(crate) stride: usize,
     pub(crate) padding: usize,
+}
+
+impl Dims {
+    /// The shapes of `conv2d(x, w)` for `x: [N, C, H, W]` and `w: [C_out, C / groups, k_h, k_w]`,
+    /// or an error naming both shapes when they do not fit each other, the groups, or the padding.
+    pub(crate) fn new(
+        x: &Shape,
+        w: &Shape,
+        stride: usize,
+        padding: usize,
+        groups: usize,
+    ) -> Result<Self> {
+        let (n, c, h, wd) = x.dims4()?;
+        let (c_out, c_in_g, kh, kw) = w.dims4()?;
+        if groups == 0 || stride == 0 || c != c_in_g * groups || !c_out.is_multiple_of(groups) {
+            bail!(
+                "conv2d: input {:?}, weight {:?}, groups {groups}, stride {stride} do not fit",
+                x.dims(),
+                w.dims()
+            );
+        }
+        if h + 2 * padding < kh || wd + 2 * padding < kw {
+            bail!(
+                "conv2d: input {:?} with padding {padding} is smaller than the {kh}x{kw} kernel",
+                x.dims()
+            );
+        }
+        Ok(Self {
+            n,
+            c,
+            h,
+            w: wd,
+            c_out,
+            c_in_g,
+            kh,
+            kw,
+            ho: (h + 2 * padding - kh) / stride + 1,
+            wo: (wd + 2 * padding - kw) / stride + 1,
+            stride,
+            padding,
+        })
+    }
 }
 
 /// Output columns `[lo, hi)` whose input column `ow * stride + kj - padding` lies in `[0, w)`.
@@ -263,34 +291,18 @@ impl CustomOp2 for GroupedConv {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = xl.shape().dims4()?;
-        let (c_out, c_in_g, kh, kw) = wl.shape().dims4()?;
-        let (stride, padding) = (self.stride, self.padding);
-        let d = Dims {
-            n,
-            c,
-            h,
-            w,
-            c_out,
-            c_in_g,
-            kh,
-            kw,
-            ho: (h + 2 * padding - kh) / stride + 1,
-            wo: (w + 2 * padding - kw) / stride + 1,
-            stride,
-            padding,
-        };
-        if c != c_in_g * self.groups {
-            bail!(
-                "grouped conv2d: {c} input channels for {} groups of {c_in_g}",
-                self.groups
-            );
-        }
+        let d = Dims::new(
+            xl.shape(),
+            wl.shape(),
+            self.stride,
+            self.padding,
+            self.groups,
+        )?;
         let (Some((x0, x1)), Some((w0, w1))) = (xl.contiguous_offsets(), wl.contiguous_offsets())
         else {
             bail!("grouped conv2d: inputs must be contiguous");
         };
-        let shape = Shape::from((n, c_out, d.ho, d.wo));
+        let shape = Shape::from((d.n, d.c_out, d.ho, d.wo));
         let out = match (xs, ws) {
             (CpuStorage::F32(x), CpuStorage::F32(w)) => {
                 CpuStorage::F32(grouped(&x[x0..x1], &w[w0..w1], d, self.groups))
