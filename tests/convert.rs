@@ -10,8 +10,11 @@ use std::process::Command;
 use candle_core::{DType, Device};
 use resnet_zoo::hub;
 
-fn out_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("resnet-zoo-convert-{}", std::process::id()));
+/// A folder of this test's own: tests run in parallel, and one checks that no temporary file is
+/// left next to its output.
+fn out_dir(test: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("resnet-zoo-convert-{}-{test}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -48,7 +51,7 @@ fn assert_same_tensors(a: &Path, b: &Path) {
 
 #[test]
 fn state_dicts_convert_exactly() {
-    let dir = out_dir();
+    let dir = out_dir("state_dicts_convert_exactly");
     for (input, reference) in [
         ("resnet18.pth", "resnet18.safetensors"),
         ("resnet18_params.pth", "resnet18.safetensors"),
@@ -77,7 +80,8 @@ fn state_dicts_convert_exactly() {
 fn malicious_pickle_is_refused_without_running_it() {
     let marker = Path::new("/tmp/resnet-zoo-pwned");
     let _ = std::fs::remove_file(marker);
-    let out = out_dir().join("malicious.safetensors");
+    let out =
+        out_dir("malicious_pickle_is_refused_without_running_it").join("malicious.safetensors");
     let err = hub::convert_pth(&pth("malicious.pth"), &out, None)
         .unwrap_err()
         .to_string();
@@ -93,7 +97,7 @@ fn malicious_pickle_is_refused_without_running_it() {
 
 #[test]
 fn other_checkpoints_are_refused_with_a_hint() {
-    let dir = out_dir();
+    let dir = out_dir("other_checkpoints_are_refused_with_a_hint");
     let err = hub::convert_pth(&pth("nested.pth"), &dir.join("n.safetensors"), None)
         .unwrap_err()
         .to_string();
@@ -127,7 +131,7 @@ fn other_checkpoints_are_refused_with_a_hint() {
 
 #[test]
 fn convert_command_is_atomic_and_reports() {
-    let dir = out_dir();
+    let dir = out_dir("convert_command_is_atomic_and_reports");
     let out = dir.join("cli.safetensors");
     std::fs::write(&out, b"previous").unwrap();
     let bin = env!("CARGO_BIN_EXE_resnet-zoo");
