@@ -252,26 +252,31 @@ fn bench_reports_timings_and_writes_the_models_output() {
     std::fs::create_dir_all(&dir).unwrap();
     let input = dir.join("input.safetensors");
     let output = dir.join("output.safetensors");
-    candle_core::safetensors::save(
-        &std::collections::HashMap::from([("input".to_string(), io["input_32"].clone())]),
-        &input,
-    )
-    .unwrap();
+    save_one(&input, "input", &io["input_32"]);
     let weights = common::fixture("resnet20.safetensors");
-    let o = run(&[
-        "bench",
-        "--arch",
-        "resnet20",
-        "--weights",
-        weights.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--repeats",
-        "3",
-        "--output",
-        output.to_str().unwrap(),
-        "--json",
-    ]);
+    let bench = |input: &Path, more: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "--arch",
+            "resnet20",
+            "--weights",
+            weights.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+        ];
+        args.extend_from_slice(more);
+        run(&args)
+    };
+    let o = bench(
+        &input,
+        &[
+            "--repeats",
+            "3",
+            "--output",
+            output.to_str().unwrap(),
+            "--json",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(line["engine"], "resnet-zoo");
@@ -287,20 +292,8 @@ fn bench_reports_timings_and_writes_the_models_output() {
 
     // An input file without an `input` tensor: exit 1, the file and the expected name said.
     let wrong = dir.join("wrong.safetensors");
-    candle_core::safetensors::save(
-        &std::collections::HashMap::from([("x".to_string(), io["input_32"].clone())]),
-        &wrong,
-    )
-    .unwrap();
-    let o = run(&[
-        "bench",
-        "--arch",
-        "resnet20",
-        "--weights",
-        weights.to_str().unwrap(),
-        "--input",
-        wrong.to_str().unwrap(),
-    ]);
+    save_one(&wrong, "x", &io["input_32"]);
+    let o = bench(&wrong, &[]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_stderr_has(&o, "wrong.safetensors: no tensor named `input`");
     let o = run(&[
@@ -315,4 +308,13 @@ fn bench_reports_timings_and_writes_the_models_output() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert_stderr_has(&o, "--repeats");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Writes one tensor under `name` to a .safetensors file.
+fn save_one(path: &Path, name: &str, t: &candle_core::Tensor) {
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([(name.to_string(), t.clone())]),
+        path,
+    )
+    .unwrap();
 }
