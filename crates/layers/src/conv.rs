@@ -503,20 +503,8 @@ fn im2col_channel(input: &[f32], d: Dims, r0: usize, rows: usize, cols: &mut [f3
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use candle_core::{Device, D};
-
-    fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(D::Minus1)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
+    use crate::grouped::tests::max_abs;
+    use candle_core::Device;
 
     /// Every path (in place 1x1, im2col, grouped; tiles by rows and by channels) against Candle's
     /// convolution followed by the epilogue as separate ops.

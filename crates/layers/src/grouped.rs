@@ -317,12 +317,13 @@ impl CustomOp2 for GroupedConv {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use candle_core::{Device, D};
 
-    fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
+    /// `max|a - b|` in f64, for the kernels' tests here and in `conv`.
+    pub(crate) fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
         (a - b)
             .unwrap()
             .abs()
