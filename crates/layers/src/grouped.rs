@@ -12,10 +12,13 @@
 //!   `[K, images * H_out * W_out]`; chunks are sized so that small deep maps still give the GEMM
 //!   ~1k columns.
 //!
-//! Other devices (and f16/bf16) use Candle's `conv2d`.
+//! Other devices and dtypes (CUDA, Metal, f16, bf16) run one im2col and one batched matmul of
+//! portable tensor ops (`grouped_matmul.rs`).
 
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+use crate::grouped_matmul::grouped_conv2d_matmul;
 
 /// `conv2d(x, w, stride, padding, dilation = 1, groups)` for `x: [N, C, H, W]` and
 /// `w: [C_out, C / groups, k_h, k_w]`, returning `[N, C_out, H_out, W_out]`.
@@ -26,10 +29,17 @@ pub fn grouped_conv2d(
     padding: usize,
     groups: usize,
 ) -> Result<Tensor> {
-    Dims::new(x.shape(), w.shape(), stride, padding, groups)?;
-    let direct = x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64);
-    if !direct || x.dtype() != w.dtype() {
+    let dims = Dims::new(x.shape(), w.shape(), stride, padding, groups)?;
+    if x.dtype() != w.dtype() {
+        // Candle's error names both dtypes.
         return x.conv2d(w, padding, stride, 1, groups);
+    }
+    let direct = x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64);
+    if !direct {
+        if groups == 1 {
+            return x.conv2d(w, padding, stride, 1, 1);
+        }
+        return grouped_conv2d_matmul(x, w, dims, groups);
     }
     x.contiguous()?.apply_op2_no_bwd(
         &w.contiguous()?,

@@ -6,7 +6,8 @@
 //!   Without a norm ([`ConvBn::conv_only`]) it can standardise its weight once at load (BiT's StdConv).
 //! - [`conv2d_fused`]: `relu?(conv(x) + bias + residual)` as one CPU op (f32) that writes each output
 //!   value once, tile by tile, with no im2col for 1x1 convolutions; Candle ops elsewhere.
-//! - [`grouped_conv2d`]: a grouped convolution (ResNeXt) as one batched matmul, not one conv per group.
+//! - [`grouped_conv2d`]: a grouped convolution (ResNeXt) as one op, not one conv per group: a CPU
+//!   kernel for f32/f64, one im2col and one batched matmul on CUDA, Metal and in half precision.
 //! - [`NormAct`]: BatchNorm (folded to scale and shift) or GroupNorm, then ReLU: the pre-activation
 //!   norms of ResNet V2 / BiT.
 //! - [`Shortcut`]: identity, projection (option B), ResNet-D's average-pool projection, and the
@@ -22,6 +23,7 @@
 mod conv;
 mod conv_bn;
 mod grouped;
+mod grouped_matmul;
 mod norm;
 mod pool;
 mod shortcut;
