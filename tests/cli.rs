@@ -310,6 +310,64 @@ fn bench_reports_timings_and_writes_the_models_output() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `--dtype f16|bf16` runs the model in that dtype (bench reports it, and the output stays within
+/// the half precisions' tolerances of PyTorch's f32 logits); `--device auto` is the CPU in a build
+/// without GPU features; an unknown dtype is a usage error naming the flag.
+#[test]
+fn dtype_and_auto_device_flags() {
+    let io = common::load_tensors("resnet20.io.safetensors");
+    let dir = std::env::temp_dir().join(format!("resnet-zoo-cli-dtype-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("input.safetensors");
+    save_one(&input, "input", &io["input_32"]);
+    let resnet20 = common::fixture("resnet20.safetensors");
+    // (dtype, relative tolerance on the logits): 11 and 8 significant bits.
+    for (dtype, tol) in [("f32", 1e-4), ("f16", 2e-2), ("bf16", 1.5e-1)] {
+        let output = dir.join(format!("output_{dtype}.safetensors"));
+        let o = run(&[
+            "bench",
+            "--arch",
+            "resnet20",
+            "--weights",
+            resnet20.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--repeats",
+            "1",
+            "--device",
+            "auto",
+            "--dtype",
+            dtype,
+            "--output",
+            output.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(o.status.success(), "{dtype}: {}", stderr(&o));
+        let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(line["dtype"], dtype, "{line}");
+        assert_eq!(line["device"], "cpu", "{line}");
+        let out = candle_core::safetensors::load(&output, &candle_core::Device::Cpu).unwrap();
+        let err = common::rel_err(&out["output"], &io["logits_32"]);
+        assert!(
+            err < tol,
+            "{dtype}: logits differ from PyTorch's by {err:e}"
+        );
+    }
+    let o = run(&[
+        "classify",
+        "--arch",
+        "resnet18",
+        "--weights",
+        &weights(),
+        "--dtype",
+        "f64",
+        &image("chelsea.jpg"),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_stderr_has(&o, "--dtype");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Writes one tensor under `name` to a .safetensors file.
 fn save_one(path: &Path, name: &str, t: &candle_core::Tensor) {
     candle_core::safetensors::save(

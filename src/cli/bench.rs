@@ -111,12 +111,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             Tensor::from_vec(values, shape, &device)?
         }
     };
-    let x = x.to_dtype(DType::F32)?;
+    let x = x.to_dtype(loaded.model.dtype())?;
     let batch = x.dim(0)?;
     let mut y = None;
     for _ in 0..args.warmup {
         y = Some(loaded.model.forward(&x)?);
     }
+    device.synchronize()?;
     let mut times_ms = Vec::with_capacity(usize::from(args.repeats));
     for _ in 0..args.repeats {
         let t = Instant::now();
@@ -151,7 +152,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             "batch": batch,
             "input": x.dims(),
             "threads": threads,
-            "device": args.model.device,
+            "device": resnet_zoo::device::device_name(&device),
+            "dtype": loaded.model.dtype().as_str(),
             "load_ms": load_ms,
             "times_ms": times_ms,
             "peak_rss_mb": peak,
@@ -159,10 +161,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         println!("{line}");
     } else {
         println!(
-            "{} ({}), input {:?}, {threads} threads",
+            "{} ({}), input {:?}, {} {}, {threads} CPU threads",
             loaded.arch,
             loaded.name,
-            x.dims()
+            x.dims(),
+            resnet_zoo::device::device_name(&device),
+            loaded.model.dtype().as_str(),
         );
         println!("load (file to model ready): {load_ms:.1} ms");
         println!(

@@ -26,12 +26,34 @@ pub struct ModelArgs {
     /// Never use the network; the weights must be in the cache (also HF_HUB_OFFLINE=1).
     #[arg(long)]
     pub offline: bool,
-    /// cpu, cuda[:N] or metal.
-    #[arg(long, default_value = "cpu")]
+    /// auto (CUDA if built in and present, then Metal, then the CPU), cpu, cuda[:N] or metal[:N].
+    #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Compute dtype. f16/bf16 halve the weights' memory and run fastest on GPUs; on the CPU,
+    /// bf16 convolutions compute in f32 and f16 is slow (no native half arithmetic).
+    #[arg(long, value_enum, default_value_t = RunDType::F32)]
+    pub dtype: RunDType,
     /// Load weights even if some hold NaN or infinite values (refused by default, naming them).
     #[arg(long)]
     pub allow_non_finite: bool,
+}
+
+/// The dtypes a model can run in from the command line.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunDType {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl From<RunDType> for DType {
+    fn from(d: RunDType) -> Self {
+        match d {
+            RunDType::F32 => DType::F32,
+            RunDType::F16 => DType::F16,
+            RunDType::Bf16 => DType::BF16,
+        }
+    }
 }
 
 /// A loaded model with the preprocessing that belongs to its weights.
@@ -94,6 +116,7 @@ impl ModelArgs {
     pub fn load_as(&self, headless: bool) -> anyhow::Result<Loaded> {
         let device: Device = resnet_zoo::device::parse_device(&self.device)
             .map_err(|e| usage(format!("--device: {e}")))?;
+        let dtype = DType::from(self.dtype);
         let options = hub::LoadOptions {
             skip_classifier: headless,
             allow_non_finite: self.allow_non_finite,
@@ -110,7 +133,7 @@ impl ModelArgs {
                 let info: &WeightsInfo =
                     hub::registry::find(name).map_err(|e| usage(format!("--model: {e}")))?;
                 let cfg = shape(info.config()?);
-                let model = hub::load_safetensors_with(path, &cfg, DType::F32, &device, options)?;
+                let model = hub::load_safetensors_with(path, &cfg, dtype, &device, options)?;
                 Ok(Loaded { model, preprocess: info.preprocess(), name: info.name.clone(), arch: info.arch.clone() })
             }
             #[cfg(not(feature = "download"))]
@@ -128,7 +151,7 @@ impl ModelArgs {
                 hub_options.offline |= self.offline;
                 let (model, info) = hub::load_pretrained_with(
                     name,
-                    DType::F32,
+                    dtype,
                     &device,
                     &hub_options,
                     options,
@@ -138,7 +161,7 @@ impl ModelArgs {
             }
             (None, Some(arch), Some(path)) => {
                 let cfg = ResNetConfig::preset(arch).map_err(|e| usage(format!("--arch: {e}")))?;
-                let model = hub::load_safetensors_with(path, &shape(cfg), DType::F32, &device, options)?;
+                let model = hub::load_safetensors_with(path, &shape(cfg), dtype, &device, options)?;
                 Ok(Loaded {
                     model,
                     preprocess: Preprocess::imagenet_v1(),

@@ -19,6 +19,7 @@ pub fn similar(args: &SimilarArgs) -> anyhow::Result<ExitCode> {
         weights: field("weights").map(PathBuf::from),
         offline: args.offline,
         device: args.device.clone(),
+        dtype: crate::cli::model::RunDType::F32,
         allow_non_finite: false,
     };
     let loaded = model.load_as(true).with_context(|| {
