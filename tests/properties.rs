@@ -94,6 +94,7 @@ fn decode(bytes: &[u8]) -> bool {
     let limits = ImageLimits {
         max_side: 4096,
         max_alloc: 64 << 20,
+        ..ImageLimits::default()
     };
     match decode_rgb(bytes, Path::new("prop.img"), &limits) {
         Ok(rgb) => Preprocess::imagenet_v2().apply(&rgb, &Device::Cpu).is_ok(),

@@ -13,6 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let limits = ImageLimits {
         max_side: 2048,
         max_alloc: 32 << 20,
+        ..ImageLimits::default()
     };
     if let Ok(rgb) = decode_rgb(data, Path::new("fuzz.img"), &limits) {
         let mut p = Preprocess::imagenet_v2();

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 
+mod jpeg;
+
 /// Resampling filter, as PIL's `Image.BILINEAR` / `Image.BICUBIC`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Interpolation {
@@ -59,14 +61,22 @@ pub struct ImageLimits {
     pub max_side: u32,
     /// Largest allocation the decoder may make, in bytes.
     pub max_alloc: u64,
+    /// Largest image file read, in bytes, checked from the file's size before reading.
+    pub max_file_bytes: u64,
+    /// Most scans a JPEG may have. Every scan of a progressive JPEG is another pass over its pixels'
+    /// coefficients; encoders write about 10, and thousands of empty scans are a denial of service.
+    pub max_scans: u32,
 }
 
 impl Default for ImageLimits {
-    /// 16384 pixels a side and 256 MiB of decoded pixels (a 9000x9000 RGB photo fits).
+    /// 16384 pixels a side, 256 MiB of decoded pixels (a 9000x9000 RGB photo fits), files of up
+    /// to 256 MiB and JPEGs of up to 100 scans.
     fn default() -> Self {
         Self {
             max_side: 16384,
             max_alloc: 256 << 20,
+            max_file_bytes: 256 << 20,
+            max_scans: 100,
         }
     }
 }
@@ -97,6 +107,20 @@ pub enum ImageError {
         max_side: u32,
         max_alloc: u64,
     },
+    /// The file is larger than [`ImageLimits::max_file_bytes`]; nothing was read.
+    #[error("image file {path} is {size} bytes, over the limit of {limit} bytes; raise ImageLimits::max_file_bytes if this is intended")]
+    FileTooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
+    /// A JPEG with more scans than [`ImageLimits::max_scans`]; nothing was decoded.
+    #[error("image {path} is a JPEG with more than {max_scans} scans ({scans} counted before stopping); encoders write about 10, so this file would only make decoding slow; raise ImageLimits::max_scans if this is intended")]
+    TooManyScans {
+        path: PathBuf,
+        scans: usize,
+        max_scans: u32,
+    },
     /// The image has no pixels.
     #[error("image {path} is empty ({width}x{height})")]
     Empty {
@@ -122,6 +146,19 @@ pub struct Rgb8 {
 /// pixels as PIL.
 pub fn load_rgb(path: impl AsRef<Path>, limits: &ImageLimits) -> Result<Rgb8, ImageError> {
     let path = path.as_ref();
+    let size = std::fs::metadata(path)
+        .map_err(|source| ImageError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    if size > limits.max_file_bytes {
+        return Err(ImageError::FileTooLarge {
+            path: path.to_path_buf(),
+            size,
+            limit: limits.max_file_bytes,
+        });
+    }
     let bytes = std::fs::read(path).map_err(|source| ImageError::Io {
         path: path.to_path_buf(),
         source,
@@ -215,6 +252,17 @@ pub fn decode_rgb(bytes: &[u8], path: &Path, limits: &ImageLimits) -> Result<Rgb
                 "truncated JPEG: the data ends before the end-of-image marker",
             ),
         )));
+    }
+    if format == Some(image::ImageFormat::Jpeg) {
+        let max_scans = usize::try_from(limits.max_scans).unwrap_or(usize::MAX);
+        let scans = jpeg::count_scans(bytes, max_scans);
+        if scans > max_scans {
+            return Err(ImageError::TooManyScans {
+                path: path.to_path_buf(),
+                scans,
+                max_scans: limits.max_scans,
+            });
+        }
     }
     let orientation = decoder.orientation().map_err(decode)?;
     #[cfg(feature = "libjpeg")]
