@@ -11,6 +11,25 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    /// Not a regular file (a FIFO, a device such as `/dev/zero`, a socket, a directory): refused
+    /// before reading, which would block or never end.
+    #[error(
+        "weights file {path} is {kind}, not a regular file; give the path of a .safetensors file"
+    )]
+    NotRegularFile { path: PathBuf, kind: &'static str },
+    /// The file is larger than [`crate::MAX_WEIGHTS_BYTES`]; refused from its size, before reading.
+    #[error("weights file {path} is {size} bytes, over the limit of {limit} bytes for a weights file (the largest ResNet checkpoint is under 1 GB); is this the right file?")]
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
+    /// Another process wrote the file while it was read: the bytes may mix old and new contents.
+    #[error("weights file {path} changed while it was being read ({what}); nothing was loaded\nhint: wait for the writer to finish and retry; write weights to a temporary file and rename it into place, so readers see the old file or the new one")]
+    ChangedWhileReading { path: PathBuf, what: &'static str },
+    /// A PyTorch checkpoint (`torch.save`: a zip archive holding a pickle) given as safetensors.
+    #[error("weights file {path} is {what}, not safetensors\nhint: convert it first (its pickle is parsed, never run): resnet-zoo convert {path} OUT.safetensors")]
+    PyTorchCheckpoint { path: PathBuf, what: &'static str },
     /// The file is empty.
     #[error("weights file {path} is empty (0 bytes); was the download interrupted?")]
     Empty { path: PathBuf },
@@ -47,6 +66,27 @@ pub enum LoadError {
     /// A PyTorch checkpoint that is not a plain dict of tensors, or is corrupt.
     #[error("cannot convert {path}: {reason}")]
     Pth { path: PathBuf, reason: String },
+    /// The `.pth`'s pickle is corrupt or over a limit: a declared length past the end of the input,
+    /// too many objects (memo blow-up), nesting too deep. Nothing was executed.
+    #[error("cannot convert {path}: {error}\nhint: the pickle was crafted or damaged; nothing in it was executed")]
+    PthPickle {
+        path: PathBuf,
+        error: crate::pth::pickle::PickleError,
+    },
+    /// The `.pth`'s dict names a tensor more than once (a `torch.save` of a dict cannot).
+    #[error("cannot convert {path}: the checkpoint names a tensor more than once: {names}\nhint: the pickle was edited or written by a faulty tool; which copy is meant cannot be known")]
+    PthDuplicateKey { path: PathBuf, names: String },
+    /// A `.pth` tensor larger than the data the archive holds (a stride-0 view with a huge shape),
+    /// or whose size overflows; refused before anything is allocated.
+    #[error("cannot convert {path}: tensor '{tensor}' of shape {shape:?} would take {}, more than the {limit} bytes the archive's tensors can fill (its size plus 16 MiB for broadcast views)\nhint: the shape or strides were crafted or damaged", bytes.map_or("more than 2^64 bytes".to_string(), |b| format!("{b} bytes")))]
+    PthTensorTooLarge {
+        path: PathBuf,
+        tensor: String,
+        shape: Vec<usize>,
+        /// `None` when the size overflows 64 bits.
+        bytes: Option<u64>,
+        limit: u64,
+    },
     /// The configuration is invalid, or building the model failed.
     #[error("cannot build the model from {path}")]
     Candle {

@@ -35,6 +35,7 @@ mod error;
 pub mod keymap;
 mod load;
 pub mod pth;
+mod read;
 pub mod registry;
 
 #[cfg(feature = "download")]
@@ -45,6 +46,7 @@ pub use load::{
     read_weights_file, LoadOptions,
 };
 pub use pth::{convert_pth, read_pth, read_pth_bytes};
+pub use read::MAX_WEIGHTS_BYTES;
 pub use registry::{KeyMap, WeightsInfo};
 
 /// Resolves `name` in the weights table (`resnet50.tv2_in1k`, or `resnet50` for the arch's default

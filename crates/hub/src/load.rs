@@ -22,11 +22,10 @@ fn is_float(dtype: Dtype) -> bool {
 ///
 /// The file is read, not memory-mapped: a file truncated or rewritten by another process while in use
 /// cannot crash the process (a mapped file would raise SIGBUS), at the price of one copy.
+/// Only a regular file of at most [`crate::MAX_WEIGHTS_BYTES`] is read, and a file that changes
+/// while it is read is refused ([`LoadError::ChangedWhileReading`]).
 pub fn read_weights_file(path: &Path) -> Result<Vec<u8>, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = crate::read::read_weights(path)?;
     sniff(&bytes, path)?;
     Ok(bytes)
 }
@@ -44,6 +43,12 @@ fn sniff(bytes: &[u8], path: &Path) -> Result<(), LoadError> {
     if trimmed.starts_with("version https://git-lfs.github.com/spec") {
         return Err(LoadError::LfsPointer {
             path: path.to_path_buf(),
+        });
+    }
+    if let Some(what) = crate::read::pytorch_format(bytes) {
+        return Err(LoadError::PyTorchCheckpoint {
+            path: path.to_path_buf(),
+            what,
         });
     }
     let lower = trimmed.to_ascii_lowercase();
@@ -288,10 +293,7 @@ pub fn load_safetensors_with(
     options: LoadOptions,
 ) -> Result<ResNet, LoadError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = crate::read::read_weights(path)?;
     load_safetensors_bytes(&bytes, path, cfg, dtype, device, options)
 }
 

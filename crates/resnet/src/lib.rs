@@ -27,6 +27,7 @@
 
 pub mod block;
 pub mod config;
+pub mod fsread;
 pub mod imagenet;
 pub mod model;
 pub mod presets;

@@ -1,19 +1,28 @@
 //! PyTorch `.pth` checkpoints (the `torch.save` zip format) to safetensors, without Python and
 //! without executing pickle code.
 //!
-//! The pickle is only *parsed* (candle's opcode interpreter builds a tree of objects; `GLOBAL` and
-//! `REDUCE` become data, nothing is called). The tree must then be a dict of plain tensors: every
+//! The pickle is only *parsed* ([`pickle`]: a tree of objects, `GLOBAL` and `REDUCE` become data,
+//! nothing is called; declared lengths, object counts and nesting are limited). The tree must then be a dict of plain tensors: every
 //! value must be `torch._utils._rebuild_tensor_v2` (optionally wrapped in `_rebuild_parameter`) of a
 //! `torch.*Storage`; anything else (another class, a number, a string, `os.system`) refuses the whole
-//! file and names the entry. Strides and storage offsets are honoured, with bounds checks.
+//! file and names the entry. A name may appear once. Strides and storage offsets are honoured, with
+//! every size product checked; the tensors together may not exceed what the archive holds (a
+//! stride-0 view cannot expand a few bytes into terabytes), and each storage is read once however
+//! many tensors view it.
 
+use std::collections::HashMap;
 use std::io::{Cursor, Read};
 use std::path::Path;
 
-use candle_core::pickle::{Object, Stack};
 use safetensors::Dtype;
 
 use crate::error::LoadError;
+
+pub mod pickle;
+mod tensor;
+
+use pickle::{Obj, Value};
+use tensor::{gather, tensor_ref, TensorRef};
 
 /// One tensor read from a checkpoint, contiguous, little-endian.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +36,10 @@ pub struct PthTensor {
 /// Largest `data.pkl` we parse (a state_dict's pickle is a few hundred KB).
 const MAX_PICKLE: u64 = 64 << 20;
 
+/// Tensors may expand their storage (stride-0 views) by this much in all, beyond the bytes the
+/// archive holds.
+const BROADCAST_SLACK: u64 = 16 << 20;
+
 fn refuse(path: &Path, reason: impl Into<String>) -> LoadError {
     LoadError::Pth {
         path: path.to_path_buf(),
@@ -34,194 +47,55 @@ fn refuse(path: &Path, reason: impl Into<String>) -> LoadError {
     }
 }
 
-fn describe(obj: &Object) -> String {
-    match obj {
-        Object::Reduce { callable, .. } | Object::Build { callable, .. } => match callable.as_ref()
-        {
-            Object::Class {
-                module_name,
-                class_name,
-            } => format!("an object built by {module_name}.{class_name}"),
-            other => describe(other),
-        },
-        Object::Class {
-            module_name,
-            class_name,
-        } => format!("a reference to {module_name}.{class_name}"),
-        Object::Int(_) | Object::Long(_) | Object::Float(_) => "a number".into(),
-        Object::Unicode(_) => "a string".into(),
-        Object::Bool(_) => "a bool".into(),
-        Object::None => "None".into(),
-        Object::Dict(_) => "a dict".into(),
-        Object::Tuple(_) | Object::List(_) => "a sequence".into(),
-        Object::Mark | Object::PersistentLoad(_) => "a pickle internal".into(),
+/// At most `max` characters of `s`, for error messages.
+fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
     }
 }
 
-fn is_class(obj: &Object, module: &str, class: &str) -> bool {
-    matches!(obj, Object::Class { module_name, class_name } if module_name == module && class_name == class)
-}
-
-fn int(obj: &Object) -> Option<i64> {
-    match obj {
-        Object::Int(i) => Some(i64::from(*i)),
-        Object::Long(l) => Some(*l),
-        _ => None,
-    }
-}
-
-fn ints(obj: &Object) -> Option<Vec<usize>> {
-    match obj {
-        Object::Tuple(v) | Object::List(v) => v
-            .iter()
-            .map(|o| int(o).and_then(|i| usize::try_from(i).ok()))
-            .collect(),
-        _ => None,
-    }
-}
-
-/// Where a tensor's data lives and how to read it.
-struct TensorRef {
-    storage_key: String,
-    dtype: Dtype,
-    storage_numel: usize,
-    offset: usize,
-    shape: Vec<usize>,
-    stride: Vec<usize>,
-}
-
-fn storage_dtype(class: &str) -> Option<Dtype> {
-    Some(match class {
-        "FloatStorage" => Dtype::F32,
-        "DoubleStorage" => Dtype::F64,
-        "HalfStorage" => Dtype::F16,
-        "BFloat16Storage" => Dtype::BF16,
-        "LongStorage" => Dtype::I64,
-        "IntStorage" => Dtype::I32,
-        "ShortStorage" => Dtype::I16,
-        "CharStorage" => Dtype::I8,
-        "ByteStorage" => Dtype::U8,
-        "BoolStorage" => Dtype::BOOL,
-        _ => return None,
-    })
-}
-
-/// A tensor reference, or why the value is not one.
-fn tensor_ref(value: &Object) -> Result<TensorRef, String> {
-    let Object::Reduce { callable, args } = value else {
-        return Err(format!("is {}, not a tensor", describe(value)));
-    };
-    if is_class(callable, "torch._utils", "_rebuild_parameter") {
-        return match args.as_ref() {
-            Object::Tuple(a) if !a.is_empty() => tensor_ref(&a[0]),
-            _ => Err("is a malformed nn.Parameter".into()),
-        };
-    }
-    if !is_class(callable, "torch._utils", "_rebuild_tensor_v2") {
-        return Err(format!("is {}, not a tensor", describe(value)));
-    }
-    let Object::Tuple(a) = args.as_ref() else {
-        return Err("is a malformed tensor".into());
-    };
-    let bad = || "is a malformed tensor".to_string();
-    let (storage, offset, shape, stride) = match a.as_slice() {
-        [Object::PersistentLoad(s), offset, shape, stride, ..] => (s, offset, shape, stride),
-        _ => return Err(bad()),
-    };
-    let Object::Tuple(s) = storage.as_ref() else {
-        return Err(bad());
-    };
-    let (class, key, numel) = match s.as_slice() {
-        [Object::Unicode(kind), class, Object::Unicode(key), _location, numel]
-            if kind == "storage" =>
-        {
-            (class, key, numel)
-        }
-        _ => return Err(bad()),
-    };
-    let dtype = match class {
-        Object::Class {
-            module_name,
-            class_name,
-        } if module_name == "torch" => storage_dtype(class_name)
-            .ok_or_else(|| format!("has an unsupported storage type torch.{class_name}"))?,
-        other => return Err(format!("has storage of {}", describe(other))),
-    };
-    let storage_numel = int(numel)
-        .and_then(|n| usize::try_from(n).ok())
-        .ok_or_else(bad)?;
-    let offset = int(offset)
-        .and_then(|n| usize::try_from(n).ok())
-        .ok_or_else(bad)?;
-    let shape = ints(shape).ok_or_else(bad)?;
-    let stride = ints(stride).ok_or_else(bad)?;
-    if shape.len() != stride.len() || key.contains(['/', '\\']) || key.contains("..") {
-        return Err(bad());
-    }
-    Ok(TensorRef {
-        storage_key: key.clone(),
-        dtype,
-        storage_numel,
-        offset,
-        shape,
-        stride,
-    })
-}
-
-/// Copies the elements of `r` out of its storage bytes in row-major order, checking every index.
-fn gather(r: &TensorRef, storage: &[u8]) -> Result<Vec<u8>, String> {
-    let size = r.dtype.bitsize() / 8;
-    let numel = r
-        .shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or("has an overflowing shape")?;
-    if storage.len() < r.storage_numel.saturating_mul(size) {
-        return Err(format!(
-            "storage {} holds {} bytes, fewer than the {} elements declared",
-            r.storage_key,
-            storage.len(),
-            r.storage_numel
-        ));
-    }
-    if numel == 0 {
-        return Ok(Vec::new());
-    }
-    // Largest element index the view touches.
-    let last = r
-        .shape
-        .iter()
-        .zip(&r.stride)
-        .try_fold(r.offset, |acc, (&d, &s)| {
-            (d - 1).checked_mul(s).and_then(|x| acc.checked_add(x))
-        });
-    match last {
-        Some(last) if last < r.storage_numel => {}
-        _ => return Err(format!("views outside its storage {}", r.storage_key)),
-    }
-    let mut out = Vec::with_capacity(numel * size);
-    let mut idx = vec![0usize; r.shape.len()];
-    for _ in 0..numel {
-        let e = r.offset + idx.iter().zip(&r.stride).map(|(i, s)| i * s).sum::<usize>();
-        out.extend_from_slice(&storage[e * size..(e + 1) * size]);
-        for d in (0..idx.len()).rev() {
-            idx[d] += 1;
-            if idx[d] < r.shape[d] {
-                break;
+pub(crate) fn describe(obj: &Obj) -> String {
+    match &obj.value {
+        Value::Reduce { callable, .. } | Value::Build { callable, .. } => match &callable.value {
+            Value::Class { module, name } => {
+                format!("an object built by {}.{}", clip(module, 80), clip(name, 80))
             }
-            idx[d] = 0;
+            _ => "an object built by a call".into(),
+        },
+        Value::Class { module, name } => {
+            format!("a reference to {}.{}", clip(module, 80), clip(name, 80))
         }
+        Value::Int(_) | Value::Float(_) => "a number".into(),
+        Value::Unicode(_) => "a string".into(),
+        Value::Bytes(_) => "a bytes object".into(),
+        Value::Bool(_) => "a bool".into(),
+        Value::None => "None".into(),
+        Value::Dict(_) => "a dict".into(),
+        Value::Tuple(_) | Value::List(_) => "a sequence".into(),
+        Value::PersistentLoad(_) => "a pickle internal".into(),
     }
-    Ok(out)
+}
+
+pub(crate) fn is_class(obj: &Obj, module: &str, class: &str) -> bool {
+    matches!(&obj.value, Value::Class { module: m, name } if m == module && name == class)
+}
+
+/// Up to 8 names, clipped, for error messages.
+fn some_names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    let mut out: Vec<String> = names.iter().take(8).map(|n| clip(n, 80)).collect();
+    if names.len() > 8 {
+        out.push(format!("... ({} in all)", names.len()));
+    }
+    out.join(", ")
 }
 
 /// Reads every tensor of a `torch.save` zip checkpoint. `key` selects a nested dict (for training
-/// checkpoints such as `{"state_dict": ..., "epoch": 3}`).
+/// checkpoints such as `{"state_dict": ..., "epoch": 3}`). The file is read like weights
+/// ([`crate::MAX_WEIGHTS_BYTES`], a regular file, unchanged while read).
 pub fn read_pth(path: &Path, key: Option<&str>) -> Result<Vec<PthTensor>, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = crate::read::read_weights(path)?;
     read_pth_bytes(&bytes, path, key)
 }
 
@@ -258,13 +132,16 @@ pub fn read_pth_bytes(
         ));
     };
     let prefix = pkl.strip_suffix("data.pkl").unwrap_or("").to_string();
-    if let Ok(mut order) = zip.by_name(&format!("{prefix}byteorder")) {
+    if let Ok(order) = zip.by_name(&format!("{prefix}byteorder")) {
         let mut s = String::new();
-        let _ = order.read_to_string(&mut s);
+        let _ = order.take(64).read_to_string(&mut s);
         if s.trim() != "little" {
             return Err(refuse(
                 path,
-                format!("tensors are stored {s:?}-endian; only little-endian is supported"),
+                format!(
+                    "tensors are stored {:?}-endian; only little-endian is supported",
+                    clip(&s, 20)
+                ),
             ));
         }
     }
@@ -274,29 +151,27 @@ pub fn read_pth_bytes(
         .take(MAX_PICKLE)
         .read_to_end(&mut pickle)
         .map_err(|e| refuse(path, e.to_string()))?;
-    // Parsing only; the interpreter has no way to call anything. catch_unwind guards its indexing.
-    let parsed = std::panic::catch_unwind(|| {
-        let mut stack = Stack::empty();
-        stack.read_loop(&mut Cursor::new(&pickle))?;
-        stack.finalize()
-    });
-    let root = match parsed {
-        Ok(Ok(obj)) => obj,
-        Ok(Err(e)) => return Err(refuse(path, format!("unreadable pickle: {e}"))),
-        Err(_) => return Err(refuse(path, "unreadable pickle")),
-    };
-    let dict = select(path, root, key)?;
+    // Parsing only: the parser has no way to call anything, and refuses what is over its limits.
+    let root = pickle::parse(&pickle).map_err(|error| LoadError::PthPickle {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let dict = select(path, &root, key)?;
+    let refs = tensor_refs(path, dict)?;
+    read_tensors(path, &mut zip, &prefix, refs, bytes.len() as u64)
+}
+
+/// The tensors of `dict`, each refused by name if it is anything but a plain tensor.
+fn tensor_refs(path: &Path, dict: &[(Obj, Obj)]) -> Result<Vec<(String, TensorRef)>, LoadError> {
     // Nested dicts, for the hint on a training checkpoint ({"state_dict": {...}, "epoch": 3}).
-    let nested: Vec<&str> = dict
-        .iter()
-        .filter_map(|(k, v)| match (k, v) {
-            (Object::Unicode(k), Object::Dict(_)) if k != "_metadata" => Some(k.as_str()),
-            _ => None,
-        })
-        .collect();
+    let nested = dict.iter().filter_map(|(k, v)| match (&k.value, &v.value) {
+        (Value::Unicode(k), Value::Dict(_)) if k != "_metadata" => Some(k.as_str()),
+        _ => None,
+    });
+    let nested = some_names(nested);
     let mut refs = Vec::with_capacity(dict.len());
-    for (k, v) in &dict {
-        let Object::Unicode(name) = k else {
+    for (k, v) in dict {
+        let Value::Unicode(name) = &k.value else {
             return Err(refuse(
                 path,
                 format!("a key is {}, not a tensor name", describe(k)),
@@ -309,94 +184,152 @@ pub fn read_pth_bytes(
         match tensor_ref(v) {
             Ok(r) => refs.push((name.clone(), r)),
             Err(why) => {
-                let hint = match nested.as_slice() {
-                    [] => String::new(),
-                    keys => format!(
-                        "; the tensors may be under --key {}",
-                        keys.join(" or --key ")
-                    ),
+                let hint = if nested.is_empty() {
+                    String::new()
+                } else {
+                    format!("; the tensors may be under --key {nested}")
                 };
                 return Err(refuse(
                     path,
-                    format!("entry '{name}' {why}; only plain tensors are converted, nothing was executed{hint}"),
+                    format!("entry '{}' {why}; only plain tensors are converted, nothing was executed{hint}", clip(name, 200)),
                 ));
             }
         }
     }
-    let mut out = Vec::with_capacity(refs.len());
-    for (name, r) in refs {
-        let entry = format!("{prefix}data/{}", r.storage_key);
+    let mut names: Vec<&str> = refs.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort_unstable();
+    let mut dups: Vec<&str> = names
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .collect();
+    dups.dedup();
+    if !dups.is_empty() {
+        return Err(LoadError::PthDuplicateKey {
+            path: path.to_path_buf(),
+            names: some_names(dups.into_iter()),
+        });
+    }
+    Ok(refs)
+}
+
+/// Reads each storage once and copies every tensor out of it; the tensors together may hold no
+/// more than the archive's `archive_len` bytes (plus [`BROADCAST_SLACK`]), checked before any
+/// tensor is allocated.
+fn read_tensors(
+    path: &Path,
+    zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    prefix: &str,
+    refs: Vec<(String, TensorRef)>,
+    archive_len: u64,
+) -> Result<Vec<PthTensor>, LoadError> {
+    let limit = archive_len.saturating_add(BROADCAST_SLACK);
+    let mut total = 0u64;
+    for (name, r) in &refs {
+        let bytes = r.bytes().map(|b| b as u64);
+        total = total.saturating_add(bytes.unwrap_or(u64::MAX));
+        if total > limit {
+            return Err(LoadError::PthTensorTooLarge {
+                path: path.to_path_buf(),
+                tensor: clip(name, 200),
+                shape: r.shape.clone(),
+                bytes,
+                limit,
+            });
+        }
+    }
+    // Storages in order of first use, each with the tensors that view it.
+    let mut order: Vec<&str> = Vec::new();
+    let mut users: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, (_, r)) in refs.iter().enumerate() {
+        let list = users.entry(r.storage_key.as_str()).or_default();
+        if list.is_empty() {
+            order.push(r.storage_key.as_str());
+        }
+        list.push(i);
+    }
+    let mut data: Vec<Option<Vec<u8>>> = vec![None; refs.len()];
+    for key in order {
+        let entry = format!("{prefix}data/{key}");
+        let first = &refs[users[key][0]].0;
         let mut storage = Vec::new();
         zip.by_name(&entry)
-            .map_err(|e| refuse(path, format!("tensor '{name}': storage {entry}: {e}")))?
+            .map_err(|e| {
+                refuse(
+                    path,
+                    format!("tensor '{}': storage {entry}: {e}", clip(first, 200)),
+                )
+            })?
+            .take(archive_len)
             .read_to_end(&mut storage)
-            .map_err(|e| refuse(path, format!("tensor '{name}': {e}")))?;
-        let data =
-            gather(&r, &storage).map_err(|why| refuse(path, format!("tensor '{name}' {why}")))?;
-        out.push(PthTensor {
+            .map_err(|e| refuse(path, format!("tensor '{}': {e}", clip(first, 200))))?;
+        for &i in &users[key] {
+            let (name, r) = &refs[i];
+            let bytes = gather(r, &storage)
+                .map_err(|why| refuse(path, format!("tensor '{}' {why}", clip(name, 200))))?;
+            data[i] = Some(bytes);
+        }
+    }
+    Ok(refs
+        .into_iter()
+        .zip(data)
+        .map(|((name, r), data)| PthTensor {
             name,
             dtype: r.dtype,
             shape: r.shape,
-            data,
-        });
-    }
-    Ok(out)
+            data: data.unwrap_or_default(),
+        })
+        .collect())
 }
 
 /// Dicts, strings, numbers and None only: no class reference anywhere.
-fn is_plain_data(obj: &Object) -> bool {
-    match obj {
-        Object::Dict(kv) => kv.iter().all(|(k, v)| is_plain_data(k) && is_plain_data(v)),
-        Object::Tuple(v) | Object::List(v) => v.iter().all(is_plain_data),
-        Object::Int(_)
-        | Object::Long(_)
-        | Object::Float(_)
-        | Object::Unicode(_)
-        | Object::Bool(_)
-        | Object::None => true,
+fn is_plain_data(obj: &Obj) -> bool {
+    match &obj.value {
+        Value::Dict(kv) => kv.iter().all(|(k, v)| is_plain_data(k) && is_plain_data(v)),
+        Value::Tuple(v) | Value::List(v) => v.iter().all(is_plain_data),
+        Value::Int(_) | Value::Float(_) | Value::Unicode(_) | Value::Bool(_) | Value::None => true,
         _ => false,
     }
 }
 
 /// The dict of tensors: the root, or the dict under `key`.
-fn select(
+fn select<'a>(
     path: &Path,
-    root: Object,
+    root: &'a Obj,
     key: Option<&str>,
-) -> Result<Vec<(Object, Object)>, LoadError> {
-    let Object::Dict(entries) = root else {
+) -> Result<&'a [(Obj, Obj)], LoadError> {
+    let Value::Dict(entries) = &root.value else {
         return Err(refuse(
             path,
             format!(
                 "the checkpoint is {}, not a dict of tensors",
-                describe(&root)
+                describe(root)
             ),
         ));
     };
     let Some(key) = key else { return Ok(entries) };
-    let keys: Vec<String> = entries
+    let found = entries
         .iter()
-        .filter_map(|(k, _)| match k {
-            Object::Unicode(s) => Some(s.clone()),
-            _ => None,
-        })
-        .collect();
-    match entries
-        .into_iter()
-        .find(|(k, _)| matches!(k, Object::Unicode(s) if s == key))
-    {
-        Some((_, Object::Dict(inner))) => Ok(inner),
-        Some((_, other)) => Err(refuse(
+        .find(|(k, _)| matches!(&k.value, Value::Unicode(s) if s == key));
+    match found.map(|(_, v)| &v.value) {
+        Some(Value::Dict(inner)) => Ok(inner),
+        Some(_) => Err(refuse(
             path,
             format!(
                 "--key {key}: that entry is {}, not a dict",
-                describe(&other)
+                found.map_or_else(String::new, |(_, v)| describe(v))
             ),
         )),
-        None => Err(refuse(
-            path,
-            format!("--key {key}: no such entry (keys: {})", keys.join(", ")),
-        )),
+        None => {
+            let keys = entries.iter().filter_map(|(k, _)| match &k.value {
+                Value::Unicode(s) => Some(s.as_str()),
+                _ => None,
+            });
+            Err(refuse(
+                path,
+                format!("--key {key}: no such entry (keys: {})", some_names(keys)),
+            ))
+        }
     }
 }
 

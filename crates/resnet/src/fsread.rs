@@ -1,0 +1,187 @@
+//! Reading a user-given file in bounded time and memory, and noticing when it changes meanwhile.
+//!
+//! [`read_regular`] refuses anything but a regular file *before* reading (a FIFO, `/dev/zero`, a
+//! socket or a directory would block or never end), refuses a file over the caller's limit from its
+//! size alone, reads at most the size it stat'ed, and compares the file's identity and modification
+//! stamps before and after. A file modified within the last [`RECENT`] is read a second time and
+//! compared byte for byte, because file timestamps are only as fine as the kernel's clock tick.
+
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// Files modified this recently are read twice (see the module doc).
+pub const RECENT: Duration = Duration::from_secs(2);
+
+/// Why [`read_regular`] gave no bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Opening, stat'ing or reading failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// Not a regular file: `kind` says what it is ("a FIFO", "a character device", ...).
+    #[error("{kind}, not a regular file")]
+    NotRegular { kind: &'static str },
+    /// The file is larger than the caller's limit.
+    #[error("{size} bytes, over the limit of {limit} bytes")]
+    TooLarge { size: u64, limit: u64 },
+    /// Size, modification time, change time or content differed between the checks.
+    #[error("it changed while it was being read ({what})")]
+    Changed { what: &'static str },
+}
+
+/// What a file is, in words, for [`ReadError::NotRegular`].
+fn kind_of(meta: &Metadata) -> &'static str {
+    let ft = meta.file_type();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if ft.is_char_device() {
+            return "a character device";
+        }
+        if ft.is_block_device() {
+            return "a block device";
+        }
+        if ft.is_socket() {
+            return "a socket";
+        }
+    }
+    if ft.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The stamps compared before and after reading.
+#[derive(Debug, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<SystemTime>,
+    #[cfg(unix)]
+    ids: (u64, u64, i64, i64),
+}
+
+fn stamp(meta: &Metadata) -> Stamp {
+    Stamp {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        #[cfg(unix)]
+        ids: {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec())
+        },
+    }
+}
+
+/// Opens without blocking: a path swapped for a FIFO between the check and the open must not hang.
+fn open(path: &Path) -> io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(all(
+        target_os = "linux",
+        any(
+            target_arch = "x86_64",
+            target_arch = "x86",
+            target_arch = "aarch64",
+            target_arch = "arm",
+            target_arch = "riscv64"
+        )
+    ))]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(0o4000); // O_NONBLOCK: no effect on a regular file's reads
+    }
+    options.open(path)
+}
+
+/// Reads exactly `len` bytes (the file's stat'ed size) and checks nothing follows.
+fn read_exact_len(file: &mut File, len: u64) -> Result<Vec<u8>, ReadError> {
+    let cap = usize::try_from(len).map_err(|_| ReadError::TooLarge {
+        size: len,
+        limit: usize::MAX as u64,
+    })?;
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(cap).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!("cannot allocate {len} bytes"),
+        )
+    })?;
+    file.take(len + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 != len {
+        return Err(ReadError::Changed {
+            what: "its size changed",
+        });
+    }
+    Ok(bytes)
+}
+
+/// Reads the regular file at `path` if it holds at most `limit` bytes (see the module doc).
+pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(ReadError::NotRegular {
+            kind: kind_of(&meta),
+        });
+    }
+    let mut file = open(path)?;
+    let before = file.metadata()?;
+    if !before.is_file() {
+        return Err(ReadError::NotRegular {
+            kind: kind_of(&before),
+        });
+    }
+    if before.len() > limit {
+        return Err(ReadError::TooLarge {
+            size: before.len(),
+            limit,
+        });
+    }
+    let started = SystemTime::now();
+    let bytes = read_exact_len(&mut file, before.len())?;
+    let after = file.metadata()?;
+    if stamp(&before) != stamp(&after) {
+        return Err(ReadError::Changed {
+            what: "its size or modification time changed",
+        });
+    }
+    let aged = matches!(
+        before.modified().map(|m| started.duration_since(m)),
+        Ok(Ok(age)) if age >= RECENT
+    );
+    if !aged {
+        verify_unchanged(&mut file, &bytes, &after)?;
+    }
+    Ok(bytes)
+}
+
+/// Reads the open file once more from its start and compares it with `bytes`, then checks its
+/// stamps again.
+fn verify_unchanged(file: &mut File, bytes: &[u8], meta: &Metadata) -> Result<(), ReadError> {
+    use std::io::{Seek, SeekFrom};
+    let changed = ReadError::Changed {
+        what: "two reads gave different bytes",
+    };
+    file.seek(SeekFrom::Start(0))?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut pos = 0usize;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if bytes.get(pos..pos + n) != Some(&buf[..n]) {
+            return Err(changed);
+        }
+        pos += n;
+    }
+    if pos != bytes.len() || stamp(&file.metadata()?) != stamp(meta) {
+        return Err(changed);
+    }
+    Ok(())
+}
