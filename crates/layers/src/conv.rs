@@ -278,6 +278,7 @@ thread_local! {
 struct SharedMut(*mut f32);
 // SAFETY: every task writes a disjoint tile (see `conv_tiled`); the buffer outlives the tasks.
 unsafe impl Send for SharedMut {}
+// SAFETY: as for `Send`: no two tasks touch the same element.
 unsafe impl Sync for SharedMut {}
 
 impl SharedMut {

@@ -17,13 +17,18 @@
 //! - [`global_avg_pool`]: `adaptive_avg_pool2d(1)` followed by `flatten(1)`.
 //! - [`TensorSpec`]: the name and shape of one checkpoint tensor, so a model can say which tensors it
 //!   expects before anything is loaded (strict loading).
+//! - [`nchwc`]: convolutions in the channel-blocked NCHW8c layout with pre-packed weights and AVX2
+//!   micro-kernels (measured, not yet used by the models).
 //!
 //! Every layer is a plain struct with `new(config, vb)` and `impl Module`, so `{:?}` prints the tree.
+
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod conv;
 mod conv_bn;
 mod grouped;
 mod grouped_matmul;
+pub mod nchwc;
 mod norm;
 mod pool;
 mod shortcut;

@@ -1,0 +1,32 @@
+//! CPU convolutions in the channel-blocked layout NCHW8c, with their own micro-kernels.
+//!
+//! The first step of issue #12 (not yet wired into the models; see docs/performance.md):
+//!
+//! - [`Nchw8c`]: activations as `[N, C/8, H, W, 8]`, converted from and to NCHW (channel counts
+//!   that are not a multiple of 8 are zero-padded);
+//! - [`PackedConv`]: an OIHW weight and its bias reordered once (at load) into the micro-kernel's
+//!   layout, `[C_out/8][C_in/8][k_h][k_w][8 in][8 out]`;
+//! - [`PackedConv::forward`]: a direct convolution, no im2col: a micro-kernel keeps up to 6 output
+//!   pixels x 2 blocks of 8 output channels in 12 ymm accumulators (started from the bias) while it
+//!   runs over every input channel and kernel tap, then adds the residual, applies the ReLU and
+//!   stores each output vector once. Taps that fall into the padding are skipped, not multiplied
+//!   by zeros. 1x1 convolutions are the same kernel with one tap: a GEMM over the blocked layout
+//!   that reads pixels in place. The stem reads its 3-channel NCHW input directly
+//!   ([`InputLayout::Nchw`]) rather than padding 3 channels to 8;
+//! - kernels: AVX2 + FMA intrinsics where `is_x86_feature_detected!` finds them, else a portable
+//!   one ([`Isa`]);
+//! - threads: tasks of (image, group of output-block pairs, block of output rows), enough of them
+//!   that both cores are busy at batch 1.
+
+mod driver;
+mod kernel;
+mod layout;
+mod pack;
+
+#[cfg(test)]
+mod tests;
+
+pub use driver::Input;
+pub use kernel::Isa;
+pub use layout::{Nchw8c, BLOCK};
+pub use pack::{InputLayout, PackedConv};
