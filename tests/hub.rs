@@ -40,6 +40,8 @@ fn options(hub: &FakeHub, cache: &Path) -> HubOptions {
         offline: false,
         timeout: Duration::from_secs(2),
         retries: 0,
+        min_rate: resnet_zoo::hub::download::DEFAULT_MIN_RATE,
+        deadline: None,
     }
 }
 

@@ -81,6 +81,9 @@ pub enum Fault {
     RelativeRedirect,
     /// `GET`: the body in chunks of `chunk` bytes, sleeping `every` between chunks.
     SlowBody { chunk: usize, every: Duration },
+    /// `GET`: the body one byte at a time, sleeping `every` between bytes (a trickling server:
+    /// data always arrives well within any per-read timeout, but the whole takes forever).
+    Trickle(Duration),
 }
 
 /// One request as received.
@@ -435,6 +438,14 @@ fn respond(s: &mut TcpStream, shared: &Shared, req: &Request) -> io::Result<()> 
             s.flush()?;
             thread::sleep(d);
             s.write_all(&body[len / 4..])
+        }
+        Fault::Trickle(every) => {
+            for &b in body.iter() {
+                s.write_all(&[b])?;
+                s.flush()?;
+                thread::sleep(every);
+            }
+            Ok(())
         }
         Fault::SlowBody { chunk, every } => {
             for (i, piece) in body.chunks(chunk.max(1)).enumerate() {

@@ -10,7 +10,10 @@
 //! 2. Under an exclusive file lock per blob (threads and processes), check the cache again: concurrent
 //!    callers download once.
 //! 3. GET the pinned commit, streaming into a fresh temporary file in the cache while hashing; every
-//!    chunk must arrive within the timeout.
+//!    chunk must arrive within the timeout, every timeout-long window must bring at least
+//!    [`HubOptions::min_rate`] bytes a second, and the whole body must arrive before a deadline
+//!    proportional to the size ([`HubOptions::deadline`]): a server trickling one byte a second is
+//!    given up on, and its partial file removed.
 //! 4. Size and sha256 must equal the announced ones; then fsync and an atomic rename into `blobs/`.
 //!    A killed download leaves only a `*.incomplete` file no reader ever opens (removed by the next
 //!    download of that blob).
@@ -18,7 +21,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -52,6 +55,20 @@ pub struct HubOptions {
     pub timeout: Duration,
     /// Retries of a failed request on 5xx, 429 and connection errors (with backoff).
     pub retries: usize,
+    /// Slowest accepted transfer, in bytes per second, measured over each [`HubOptions::timeout`]
+    /// of the body (`RESNET_ZOO_HUB_MIN_RATE`; default 16384, 16 KiB/s; 0 disables the check).
+    pub min_rate: u64,
+    /// Longest a body may take to arrive (`RESNET_ZOO_HUB_DEADLINE`, seconds). `None` (the
+    /// default): [`HubOptions::timeout`] plus the announced size at [`HubOptions::min_rate`], and no
+    /// deadline when `min_rate` is 0.
+    pub deadline: Option<Duration>,
+}
+
+/// Default of [`HubOptions::min_rate`].
+pub const DEFAULT_MIN_RATE: u64 = 16 << 10;
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|s| s.trim().parse().ok())
 }
 
 fn env_flag(name: &str) -> bool {
@@ -61,16 +78,14 @@ fn env_flag(name: &str) -> bool {
 }
 
 impl HubOptions {
-    /// Options from `HF_ENDPOINT`, `HF_HUB_CACHE`/`HF_HOME`, `HF_TOKEN`, `HF_HUB_OFFLINE` and
-    /// `RESNET_ZOO_HUB_TIMEOUT`.
+    /// Options from `HF_ENDPOINT`, `HF_HUB_CACHE`/`HF_HOME`, `HF_TOKEN`, `HF_HUB_OFFLINE`,
+    /// `RESNET_ZOO_HUB_TIMEOUT`, `RESNET_ZOO_HUB_MIN_RATE` and `RESNET_ZOO_HUB_DEADLINE`.
     pub fn from_env() -> Self {
         let endpoint = std::env::var("HF_ENDPOINT")
             .ok()
             .filter(|e| !e.is_empty())
             .unwrap_or_else(|| "https://huggingface.co".into());
-        let timeout = std::env::var("RESNET_ZOO_HUB_TIMEOUT")
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
+        let timeout = env_u64("RESNET_ZOO_HUB_TIMEOUT")
             .filter(|&s| s > 0)
             .unwrap_or(30);
         Self {
@@ -80,6 +95,10 @@ impl HubOptions {
             offline: env_flag("HF_HUB_OFFLINE"),
             timeout: Duration::from_secs(timeout),
             retries: 2,
+            min_rate: env_u64("RESNET_ZOO_HUB_MIN_RATE").unwrap_or(DEFAULT_MIN_RATE),
+            deadline: env_u64("RESNET_ZOO_HUB_DEADLINE")
+                .filter(|&s| s > 0)
+                .map(Duration::from_secs),
         }
     }
 }
@@ -196,6 +215,8 @@ struct Client {
     file: String,
     endpoint: String,
     timeout: Duration,
+    min_rate: u64,
+    deadline: Option<Duration>,
     inner: hf_hub::HFRepository<hf_hub::RepoTypeModel>,
 }
 
@@ -235,6 +256,8 @@ impl Client {
             file: file.into(),
             endpoint: opts.endpoint.clone(),
             timeout: opts.timeout,
+            min_rate: opts.min_rate,
+            deadline: opts.deadline,
             inner: client.model(owner, name),
         })
     }
@@ -277,6 +300,15 @@ impl Client {
             target: format!("{}/{}", self.repo, self.file),
             seconds: self.timeout.as_secs(),
         }
+    }
+
+    /// How long the body of `size` bytes may take: the configured deadline, or the timeout plus
+    /// the size at the minimum rate.
+    fn body_deadline(&self, size: u64) -> Option<Duration> {
+        self.deadline.or_else(|| {
+            (self.min_rate > 0)
+                .then(|| self.timeout + Duration::from_secs(size.div_ceil(self.min_rate)))
+        })
     }
 
     async fn metadata(&self, revision: &str) -> Result<Remote, HubError> {
@@ -334,13 +366,44 @@ impl Client {
         let mut hasher = Sha256::new();
         let mut done = 0u64;
         progress(Progress::Start { total: remote.size });
+        let started = Instant::now();
+        let limit = self.body_deadline(remote.size);
+        let mut window = (started, 0u64); // start and bytes done at the start of the rate window
+        let target = || format!("{}/{}", self.repo, self.file);
         loop {
-            let chunk = tokio::time::timeout(self.timeout, stream.next())
-                .await
-                .map_err(|_| self.timed_out())?;
+            let left = limit.map(|l| l.saturating_sub(started.elapsed()));
+            let wait = left.map_or(self.timeout, |left| left.min(self.timeout));
+            let next = tokio::time::timeout(wait, stream.next()).await;
+            let chunk = match next {
+                Ok(chunk) => chunk,
+                Err(_) if wait < self.timeout || left.is_some_and(|l| l.is_zero()) => {
+                    return Err(HubError::DeadlineExceeded {
+                        target: target(),
+                        seconds: limit.unwrap_or_default().as_secs(),
+                        done,
+                        total: remote.size,
+                    })
+                }
+                Err(_) => return Err(self.timed_out()),
+            };
             let Some(chunk) = chunk else { break };
             let chunk = chunk.map_err(|e| self.http_error(e))?;
             done += chunk.len() as u64;
+            let elapsed = window.0.elapsed();
+            if self.min_rate > 0 && elapsed >= self.timeout {
+                let rate = ((done - window.1) as f64 / elapsed.as_secs_f64()) as u64;
+                if rate < self.min_rate && done < remote.size {
+                    return Err(HubError::TooSlow {
+                        target: target(),
+                        rate,
+                        min_rate: self.min_rate,
+                        seconds: elapsed.as_secs_f64(),
+                        done,
+                        total: remote.size,
+                    });
+                }
+                window = (Instant::now(), done);
+            }
             if done > remote.size {
                 return Err(self.integrity(format!(
                     "the server sent more than the announced {} bytes",

@@ -240,6 +240,24 @@ pub enum HubError {
     /// No data arrived for the configured timeout.
     #[error("downloading {target}: no data for {seconds} s, giving up (set RESNET_ZOO_HUB_TIMEOUT to wait longer)")]
     Timeout { target: String, seconds: u64 },
+    /// The body arrived slower than [`crate::HubOptions::min_rate`] over a whole window.
+    #[error("downloading {target}: {rate} bytes/s over the last {seconds:.1} s, below the minimum of {min_rate} bytes/s ({done} of {total} bytes received), giving up; nothing was written to the cache\nhint: set RESNET_ZOO_HUB_MIN_RATE to a lower rate in bytes/s (0 disables the check)")]
+    TooSlow {
+        target: String,
+        rate: u64,
+        min_rate: u64,
+        seconds: f64,
+        done: u64,
+        total: u64,
+    },
+    /// The body did not arrive before [`crate::HubOptions::deadline`].
+    #[error("downloading {target}: not finished after {seconds} s ({done} of {total} bytes received), giving up; nothing was written to the cache\nhint: the limit is RESNET_ZOO_HUB_TIMEOUT plus the size at RESNET_ZOO_HUB_MIN_RATE bytes/s; set RESNET_ZOO_HUB_DEADLINE (seconds) to allow longer")]
+    DeadlineExceeded {
+        target: String,
+        seconds: u64,
+        done: u64,
+        total: u64,
+    },
     /// A cache file or folder could not be read or written.
     #[error("cache {path}")]
     Cache {
