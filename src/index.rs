@@ -6,19 +6,31 @@
 //! (`model`, `arch`, `weights`, `preprocess`, `normalized`, `inputs`, `inputs_sha256`,
 //! `chunk_size`, and `shard` for one machine's slice). The bytes are a function of the content
 //! alone (metadata keys sorted), so two runs that compute the same rows write the same file.
+//!
+//! Paths are kept as [`PathBuf`] and stored losslessly: a path that is valid UTF-8 is a JSON string,
+//! any other (Unix file names are bytes) is `{"bytes": "HEX"}`, its raw bytes in hexadecimal.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use safetensors::SafeTensors;
 
+mod paths;
+
+pub use paths::{file_kind, path_bytes};
+use paths::{path_from_json, path_to_json};
+
 /// `format` metadata value of every index file.
 pub const FORMAT: &str = "resnet-zoo-embeddings/1";
 
+/// Largest safetensors header read (safetensors' own limit): the paths of about a million images.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
 /// An input that could not be embedded, and why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    pub path: String,
+    pub path: PathBuf,
     pub error: String,
 }
 
@@ -30,7 +42,7 @@ pub struct EmbeddingIndex {
     /// Row-major `[paths.len(), dim]`.
     pub embeddings: Vec<f32>,
     /// The image of each row.
-    pub paths: Vec<String>,
+    pub paths: Vec<PathBuf>,
     /// Inputs without a row.
     pub failed: Vec<Failure>,
     /// Every other metadata entry (`model`, `normalized`, `inputs_sha256`, ...).
@@ -52,6 +64,8 @@ pub enum IndexError {
     },
     #[error("{path} is not an embeddings file written by resnet-zoo embed: {reason}")]
     Invalid { path: PathBuf, reason: String },
+    #[error("{path} is {kind}, not an embeddings file; give the .safetensors file `resnet-zoo embed --out` wrote")]
+    NotRegular { path: PathBuf, kind: &'static str },
 }
 
 impl EmbeddingIndex {
@@ -81,14 +95,15 @@ impl EmbeddingIndex {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut meta: BTreeMap<String, String> = self.meta.clone();
         meta.insert("format".into(), FORMAT.into());
+        let paths: Vec<serde_json::Value> = self.paths.iter().map(|p| path_to_json(p)).collect();
         meta.insert(
             "paths".into(),
-            serde_json::to_string(&self.paths).unwrap_or_default(),
+            serde_json::to_string(&paths).unwrap_or_default(),
         );
-        let failed: Vec<(&str, &str)> = self
+        let failed: Vec<(serde_json::Value, &str)> = self
             .failed
             .iter()
-            .map(|f| (f.path.as_str(), f.error.as_str()))
+            .map(|f| (path_to_json(&f.path), f.error.as_str()))
             .collect();
         meta.insert(
             "failed".into(),
@@ -137,9 +152,25 @@ impl EmbeddingIndex {
             meta.remove(key)
                 .ok_or_else(|| invalid(format!("no `{key}` metadata")))
         };
-        let paths: Vec<String> = serde_json::from_str(&json(&mut meta, "paths")?)
+        let paths: Vec<serde_json::Value> = serde_json::from_str(&json(&mut meta, "paths")?)
             .map_err(|e| invalid(format!("`paths`: {e}")))?;
-        let failed: Vec<(String, String)> = serde_json::from_str(&json(&mut meta, "failed")?)
+        let paths = paths
+            .iter()
+            .map(path_from_json)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(format!("`paths`: {e}")))?;
+        let failed: Vec<(serde_json::Value, String)> =
+            serde_json::from_str(&json(&mut meta, "failed")?)
+                .map_err(|e| invalid(format!("`failed`: {e}")))?;
+        let failed = failed
+            .into_iter()
+            .map(|(path, error)| {
+                Ok(Failure {
+                    path: path_from_json(&path)?,
+                    error,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()
             .map_err(|e| invalid(format!("`failed`: {e}")))?;
         let view = tensors
             .tensor("embeddings")
@@ -164,20 +195,58 @@ impl EmbeddingIndex {
             dim,
             embeddings,
             paths,
-            failed: failed
-                .into_iter()
-                .map(|(path, error)| Failure { path, error })
-                .collect(),
+            failed,
             meta,
         })
     }
 
-    /// Reads an index file.
+    /// Reads an index file: a regular file only (a FIFO or a device is refused unread), whose
+    /// size is the one its header declares (checked before the data is read).
     pub fn read(path: &Path) -> Result<Self, IndexError> {
-        let bytes = std::fs::read(path).map_err(|source| IndexError::Read {
+        let io = |source| IndexError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let invalid = |reason: String| IndexError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let stat = std::fs::metadata(path).map_err(io)?;
+        if !stat.is_file() {
+            return Err(IndexError::NotRegular {
+                path: path.to_path_buf(),
+                kind: file_kind(&stat),
+            });
+        }
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let size = file.metadata().map_err(io)?.len();
+        let mut head = [0u8; 8];
+        file.read_exact(&mut head)
+            .map_err(|_| invalid(format!("{size} bytes, too short for a safetensors header")))?;
+        let header_len = u64::from_le_bytes(head);
+        if header_len > MAX_HEADER_BYTES || 8 + header_len > size {
+            return Err(invalid(format!(
+                "its header claims {header_len} bytes, but the file has {size}"
+            )));
+        }
+        let mut bytes = head.to_vec();
+        (&mut file)
+            .take(header_len)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..])
+            .map_err(|e| invalid(format!("the header is not JSON: {e}")))?;
+        let data = header
+            .pointer("/embeddings/data_offsets/1")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| invalid("no `embeddings` tensor".into()))?;
+        if 8u64.saturating_add(header_len).saturating_add(data) != size {
+            return Err(invalid(format!(
+                "its header declares {data} bytes of embeddings after a {header_len}-byte header, \
+                 but the file has {size} bytes"
+            )));
+        }
+        (&mut file).take(data).read_to_end(&mut bytes).map_err(io)?;
         Self::from_bytes(&bytes, path)
     }
 
@@ -187,6 +256,22 @@ impl EmbeddingIndex {
             path: path.to_path_buf(),
             source,
         })
+    }
+
+    /// Whether every input of `expected`, in order, is either the next row or the next failure:
+    /// the rows and failures of a chunk are exactly its inputs, none missing, added or moved.
+    pub fn covers_exactly(&self, expected: &[PathBuf]) -> bool {
+        let (mut rows, mut failed) = (self.paths.iter().peekable(), self.failed.iter().peekable());
+        for want in expected {
+            if rows.peek() == Some(&want) {
+                rows.next();
+            } else if failed.peek().map(|f| &f.path) == Some(want) {
+                failed.next();
+            } else {
+                return false;
+            }
+        }
+        rows.next().is_none() && failed.next().is_none()
     }
 
     /// The `k` rows most similar to `query` by cosine similarity, best first, as `(row, score)`.

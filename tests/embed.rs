@@ -73,7 +73,7 @@ fn stderr(o: &Output) -> String {
 }
 
 /// Every image under `root` in the order `embed` promises: sorted paths, recursively.
-fn expected_order(root: &Path) -> Vec<String> {
+fn expected_order(root: &Path) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
             .unwrap()
@@ -90,7 +90,7 @@ fn expected_order(root: &Path) -> Vec<String> {
     }
     let mut out = Vec::new();
     walk(root, &mut out);
-    out.iter().map(|p| p.display().to_string()).collect()
+    out
 }
 
 #[test]
@@ -111,8 +111,8 @@ fn rows_follow_paths_and_bad_images_are_reported() {
         stderr(&o)
     );
     let index = EmbeddingIndex::read(&out).unwrap();
-    let broken = root.join("set0/a/broken.jpg").display().to_string();
-    let order: Vec<String> = expected_order(&root)
+    let broken = root.join("set0/a/broken.jpg");
+    let order: Vec<PathBuf> = expected_order(&root)
         .into_iter()
         .filter(|p| *p != broken)
         .collect();
@@ -123,7 +123,10 @@ fn rows_follow_paths_and_bad_images_are_reported() {
     let report =
         std::fs::read_to_string(root.parent().unwrap().join("emb.safetensors.failures.tsv"))
             .unwrap();
-    assert!(report.starts_with(&format!("{broken}\t")), "{report}");
+    assert!(
+        report.starts_with(&format!("{}\t", broken.display())),
+        "{report}"
+    );
     assert!(!root
         .parent()
         .unwrap()
@@ -146,7 +149,11 @@ fn rows_follow_paths_and_bad_images_are_reported() {
             .unsqueeze(0)
             .unwrap();
         let err = common::rel_err(&got, &want);
-        assert!(err <= 1e-5, "row {i} ({p}): relative error {err:.2e}");
+        assert!(
+            err <= 1e-5,
+            "row {i} ({}): relative error {err:.2e}",
+            p.display()
+        );
     }
 
     // --normalize gives unit rows in the same order.
@@ -278,20 +285,29 @@ fn killed_run_resumes_to_the_same_file() {
     );
     assert!(!partial.exists());
 
-    // A leftover run with other options is refused, not mixed in.
+    // A leftover run with other options is refused, not mixed in, and a folder resnet-zoo did not
+    // make (no marker naming a run) is refused too; neither is touched.
     std::fs::create_dir_all(&partial).unwrap();
-    std::fs::write(partial.join("run.json"), "{}").unwrap();
-    let o = run({
-        let mut c = embed(&["--chunk-size", "2", "--out"]);
-        c.arg(&out).arg(&root);
-        c
-    });
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("unfinished run with other inputs"),
-        "{}",
-        stderr(&o)
-    );
+    for (marker, want) in [
+        (
+            r#"{"format": "resnet-zoo-embed-partial/1", "run": "0123456789abcdef"}"#,
+            "unfinished run with other inputs",
+        ),
+        ("{}", "was not made by resnet-zoo embed"),
+    ] {
+        std::fs::write(partial.join("run.json"), marker).unwrap();
+        let o = run({
+            let mut c = embed(&["--chunk-size", "2", "--out"]);
+            c.arg(&out).arg(&root);
+            c
+        });
+        assert_eq!(o.status.code(), Some(2));
+        assert!(stderr(&o).contains(want), "{}", stderr(&o));
+        assert_eq!(
+            std::fs::read_to_string(partial.join("run.json")).unwrap(),
+            marker
+        );
+    }
 }
 
 #[test]

@@ -28,7 +28,7 @@ fn segments(b: &[u8]) -> Vec<(u8, std::ops::Range<usize>)> {
         }
         let mut end = pos + 2 + usize::from(u16::from_be_bytes([b[pos + 2], b[pos + 3]]));
         if marker == 0xda {
-            while !(b[end] == 0xff && !matches!(b[end + 1], 0x00 | 0xd0..=0xd7)) {
+            while b[end] != 0xff || matches!(b[end + 1], 0x00 | 0xd0..=0xd7) {
                 end += 1;
             }
         }

@@ -1,12 +1,12 @@
 //! Decoding a chunk on the thread pool and embedding it in batches.
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use candle_core::{DType, Module, Tensor};
 use rayon::prelude::*;
-use resnet_zoo::index::{EmbeddingIndex, Failure};
+use resnet_zoo::index::{file_kind, EmbeddingIndex, Failure};
 use resnet_zoo::transforms::load_rgb;
 
 use crate::cli::model::Loaded;
@@ -26,17 +26,33 @@ pub(crate) fn progress(total: u64) -> indicatif::ProgressBar {
 }
 
 /// One decoded input: its model input, or why it has none.
-pub(crate) type Decoded = (String, Result<Tensor, String>);
+pub(crate) type Decoded = (PathBuf, Result<Tensor, String>);
 
-pub(crate) fn decode_chunk(paths: &[String], loaded: &Loaded) -> Vec<Decoded> {
+/// Why `path` is not read at all: it is not a regular file (a FIFO would block the read forever,
+/// a device would never end). Paths that cannot be stat'ed are left to the decoder's error.
+fn not_a_regular_file(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    (!meta.is_file()).then(|| {
+        format!(
+            "{} is {}, not a regular file; skipped without opening it",
+            path.display(),
+            file_kind(&meta)
+        )
+    })
+}
+
+pub(crate) fn decode_chunk(paths: &[PathBuf], loaded: &Loaded) -> Vec<Decoded> {
     let cpu = candle_core::Device::Cpu;
     paths
         .par_iter()
         .map(|p| {
-            let input = load_rgb(Path::new(p), &loaded.preprocess.limits)
-                .map_err(anyhow::Error::from)
-                .and_then(|rgb| Ok(loaded.preprocess.apply(&rgb, &cpu)?))
-                .map_err(|e| crate::cli::error_chain(e.as_ref()));
+            let input = match not_a_regular_file(p) {
+                Some(reason) => Err(reason),
+                None => load_rgb(p, &loaded.preprocess.limits)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|rgb| Ok(loaded.preprocess.apply(&rgb, &cpu)?))
+                    .map_err(|e| crate::cli::error_chain(e.as_ref())),
+            };
             (p.clone(), input)
         })
         .collect()

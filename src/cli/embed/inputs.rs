@@ -1,8 +1,17 @@
 //! The input list of `embed`: files as given, folders walked in sorted order, and its hash.
+//!
+//! Paths stay [`PathBuf`]s from the command line to the index file: a file name that is not UTF-8
+//! is opened, hashed and stored by its bytes. A folder is walked depth first in sorted path order.
+//! Symbolic links are followed (to files and to folders), but every real folder (device and inode)
+//! is walked at most once per input, the first time it is reached in that order: a link to an
+//! ancestor or two links to each other end the walk instead of looping. Where there are no inodes
+//! (not Unix), links to folders are not followed at all.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use resnet_zoo::index::path_bytes;
 use sha2::{Digest, Sha256};
 
 use super::IMAGE_EXTENSIONS;
@@ -14,25 +23,70 @@ fn is_image(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+/// The sorted entries of `dir`.
+fn list(dir: &Path) -> anyhow::Result<std::vec::IntoIter<PathBuf>> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot list {}", dir.display()))?
         .map(|e| e.map(|e| e.path()))
         .collect::<Result<_, _>>()
         .with_context(|| format!("cannot list {}", dir.display()))?;
     entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            walk(&path, out)?;
-        } else if is_image(&path) {
-            out.push(path);
+    Ok(entries.into_iter())
+}
+
+/// What identifies a real folder: device and inode.
+#[cfg(unix)]
+fn folder_id(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn folder_id(_: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
+}
+
+/// Appends the images under `root` in depth-first sorted order (see the module doc for links).
+fn walk(root: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    let mut seen = HashSet::new();
+    if let Some(id) = std::fs::metadata(root).ok().as_ref().and_then(folder_id) {
+        seen.insert(id);
+    }
+    let mut stack = vec![list(root)?];
+    while let Some(entries) = stack.last_mut() {
+        let Some(path) = entries.next() else {
+            stack.pop();
+            continue;
+        };
+        let Ok(own) = std::fs::symlink_metadata(&path) else {
+            continue; // removed while we walk
+        };
+        let target = if own.file_type().is_symlink() {
+            std::fs::metadata(&path).ok() // None: a dangling link
+        } else {
+            Some(own.clone())
+        };
+        match target {
+            Some(meta) if meta.is_dir() => {
+                let walk_it = match folder_id(&meta) {
+                    Some(id) => seen.insert(id),
+                    None => !own.file_type().is_symlink(),
+                };
+                if walk_it {
+                    stack.push(list(&path)?);
+                }
+            }
+            // Regular files, but also FIFOs, devices or dangling links named like images: they
+            // are listed, and fail by name when they are decoded (they are never opened).
+            _ if is_image(&path) => out.push(path),
+            _ => {}
         }
     }
     Ok(())
 }
 
 /// The inputs in order: files as given, folders expanded recursively in sorted path order.
-pub fn collect_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+pub fn collect_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for input in inputs {
         if input.is_dir() {
@@ -47,14 +101,47 @@ pub fn collect_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<String>> {
             .into());
         }
     }
-    Ok(files.iter().map(|p| p.display().to_string()).collect())
+    #[cfg(not(unix))]
+    if let Some(bad) = files.iter().find(|p| p.to_str().is_none()) {
+        return Err(Usage(format!(
+            "file name {} is not valid Unicode; rename it (only Unix file names are stored as bytes)",
+            bad.display()
+        ))
+        .into());
+    }
+    Ok(files)
 }
 
-pub(crate) fn sha256_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> String {
+/// SHA-256 of the paths, each as its byte length (u64, little-endian) and then its bytes: no two
+/// lists hash alike (joining with newlines would let a name containing a newline stand for two).
+pub(crate) fn inputs_sha256(paths: &[PathBuf]) -> String {
     let mut h = Sha256::new();
-    for l in lines {
-        h.update(l.as_bytes());
-        h.update(b"\n");
+    for p in paths {
+        let bytes = path_bytes(p);
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex(&h.finalize())
+}
+
+/// Lowercase hexadecimal.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_with_newlines_do_not_collide() {
+        let a: Vec<PathBuf> = ["d/x.jpg", "d/y.jpg", "e.jpg\ne/z.jpg"]
+            .map(PathBuf::from)
+            .into();
+        let b: Vec<PathBuf> = ["d/x.jpg\nd/y.jpg", "e.jpg", "e/z.jpg"]
+            .map(PathBuf::from)
+            .into();
+        assert_ne!(inputs_sha256(&a), inputs_sha256(&b));
+        assert_eq!(inputs_sha256(&a), inputs_sha256(&a.clone()));
+    }
 }

@@ -20,6 +20,7 @@ mod merge;
 mod report;
 mod run;
 mod similar;
+mod state;
 
 pub use merge::merge;
 pub use run::run;

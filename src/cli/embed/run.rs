@@ -6,10 +6,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use resnet_zoo::index::EmbeddingIndex;
+use sha2::{Digest, Sha256};
 
 use super::compute::{decode_chunk, embed_chunk, progress, Decoded};
-use super::inputs::{collect_inputs, sha256_lines};
+use super::inputs::{collect_inputs, hex, inputs_sha256};
 use super::report::finish;
+use super::state::Partial;
 use super::{shard_chunks, with_suffix, EmbedArgs};
 use crate::cli::Usage;
 
@@ -18,7 +20,15 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     if items.is_empty() {
         return Err(Usage("no images found in the inputs".into()).into());
     }
+    if let Some(w) = args.model.weights.as_ref().filter(|w| w.to_str().is_none()) {
+        return Err(Usage(format!(
+            "--weights {}: the index records the weights path as text, and this name is not UTF-8; rename the file",
+            w.display()
+        ))
+        .into());
+    }
     let loaded = args.model.load_as(true)?;
+    let dim = loaded.model.config().num_features();
     let chunk_size = args.chunk_size as usize;
     let chunks = items.len().div_ceil(chunk_size);
     let (first, end) = shard_chunks(chunks, args.shard);
@@ -51,44 +61,29 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     );
     meta.insert("normalized".to_string(), args.normalize.to_string());
     meta.insert("inputs".to_string(), items.len().to_string());
-    meta.insert(
-        "inputs_sha256".to_string(),
-        sha256_lines(items.iter().map(String::as_str)),
-    );
+    meta.insert("inputs_sha256".to_string(), inputs_sha256(&items));
     meta.insert("chunk_size".to_string(), chunk_size.to_string());
     if let Some(s) = args.shard {
         meta.insert("shard".to_string(), format!("{}/{}", s.index, s.count));
     }
 
-    // Resumable state: OUT.partial/run.json names the run; chunk-K.safetensors hold finished chunks.
-    let partial = with_suffix(&args.out, ".partial");
-    let run_id = serde_json::to_string_pretty(&meta)?;
-    std::fs::create_dir_all(&partial)
-        .with_context(|| format!("cannot create {}", partial.display()))?;
-    let run_file = partial.join("run.json");
-    match std::fs::read_to_string(&run_file) {
-        Ok(previous) if previous != run_id => {
-            return Err(Usage(format!(
-                "{} holds an unfinished run with other inputs or options; delete it, or choose another --out",
-                partial.display()
-            ))
-            .into())
-        }
-        Ok(_) => {}
-        Err(_) => resnet_zoo::hub::atomic::write(&run_file, run_id.as_bytes())
-            .with_context(|| format!("cannot write {}", run_file.display()))?,
-    }
-    let chunk_file = |k: usize| partial.join(format!("chunk-{k:08}.safetensors"));
-    let todo: Vec<usize> = (first..end)
-        .filter(|&k| EmbeddingIndex::read(&chunk_file(k)).is_err())
-        .collect();
+    // Resumable state (see `state`): OUT.partial/run.json names the run; chunk-K.safetensors
+    // hold finished chunks, each checked before it is used.
+    let run_id = hex(&Sha256::digest(serde_json::to_string(&meta)?));
+    let partial = Partial::open(with_suffix(&args.out, ".partial"), run_id, &meta)?;
     let range = |k: usize| &items[k * chunk_size..((k + 1) * chunk_size).min(items.len())];
+    let mut todo = Vec::new();
+    for k in first..end {
+        if partial.read_chunk(k, range(k), dim)?.is_none() {
+            todo.push(k);
+        }
+    }
     let shard_inputs: usize = (first..end).map(|k| range(k).len()).sum();
     let done_inputs = shard_inputs - todo.iter().map(|&k| range(k).len()).sum::<usize>();
     if done_inputs > 0 {
         eprintln!(
             "resuming: {done_inputs} of {shard_inputs} inputs already embedded in {}",
-            partial.display()
+            partial.dir().display()
         );
     }
 
@@ -122,7 +117,7 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
             let n = decoded.len();
             let rows = embed_chunk(decoded, loaded, batch, args.normalize)?;
             model_time += t.elapsed();
-            rows.write(&chunk_file(k))?;
+            partial.write_chunk(k, rows)?;
             bar.inc(n as u64);
         }
         Ok(())
@@ -130,16 +125,21 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
 
     let mut index = EmbeddingIndex {
-        dim: loaded.model.config().num_features(),
+        dim,
         meta,
         ..Default::default()
     };
     for k in first..end {
-        index.append(EmbeddingIndex::read(&chunk_file(k))?);
+        let chunk = partial.read_chunk(k, range(k), dim)?.with_context(|| {
+            format!(
+                "chunk {k} vanished from {} before it was read",
+                partial.dir().display()
+            )
+        })?;
+        index.append(chunk);
     }
     index.write(&args.out)?;
-    std::fs::remove_dir_all(&partial)
-        .with_context(|| format!("cannot remove {}", partial.display()))?;
+    partial.remove(first..end)?;
     let wall = started.elapsed().as_secs_f64();
     let embedded = shard_inputs - done_inputs;
     eprintln!(

@@ -3,16 +3,31 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use resnet_zoo::index::EmbeddingIndex;
+use anyhow::{bail, Context};
+use resnet_zoo::index::{file_kind, EmbeddingIndex};
 
 use super::compute::{decode_chunk, embed_chunk};
+use super::report::escape_path;
 use super::SimilarArgs;
 use crate::cli::model::ModelArgs;
 
 pub fn similar(args: &SimilarArgs) -> anyhow::Result<ExitCode> {
     let index = EmbeddingIndex::read(&args.index)?;
     let field = |k: &str| index.meta.get(k).filter(|v| !v.is_empty()).cloned();
+    // The index names the weights to load: only a regular file is opened (a FIFO or a device
+    // named there would block or never end), and the loader bounds its size.
+    if let Some(weights) = field("weights") {
+        if let Ok(meta) = std::fs::metadata(&weights) {
+            if !meta.is_file() {
+                bail!(
+                    "{} names the weights {weights}, which is {}, not a weights file; \
+                     re-create the index with `resnet-zoo embed --weights FILE`",
+                    args.index.display(),
+                    file_kind(&meta)
+                );
+            }
+        }
+    }
     let model = ModelArgs {
         model: field("model"),
         arch: field("weights").and(field("arch")),
@@ -28,19 +43,28 @@ pub fn similar(args: &SimilarArgs) -> anyhow::Result<ExitCode> {
             args.index.display()
         )
     })?;
+    let width = loaded.model.config().num_features();
+    if index.dim != width {
+        bail!(
+            "{} holds rows {} wide, but its model {} gives {width}: the index was not written by \
+             `resnet-zoo embed` with this model; embed the images again",
+            args.index.display(),
+            index.dim,
+            loaded.name
+        );
+    }
     let mut failed = 0;
     for query in &args.queries {
-        let name = query.display().to_string();
-        let decoded = decode_chunk(std::slice::from_ref(&name), &loaded);
+        let decoded = decode_chunk(std::slice::from_ref(query), &loaded);
         let rows = embed_chunk(decoded, &loaded, 1, false)?;
         if let Some(f) = rows.failed.first() {
             eprintln!("error: {}", f.error);
             failed += 1;
             continue;
         }
-        println!("{name}");
+        println!("{}", escape_path(query));
         for (row, score) in index.nearest(rows.row(0), args.top_k as usize) {
-            println!("  {score:.4}  {}", index.paths[row]);
+            println!("  {score:.4}  {}", escape_path(&index.paths[row]));
         }
     }
     Ok(if failed > 0 {
