@@ -4,9 +4,9 @@
 use candle_core::{bail, Result};
 use rayon::prelude::*;
 
-use super::kernel::{kernel, Isa, Tile, MAX_PIXELS};
+use super::kernel::{kernel, max_blocks, max_pixels, Isa, Tile};
 use super::layout::{Nchw8c, BLOCK};
-use super::pack::{InputLayout, PackedConv};
+use super::pack::{InputLayout, PackedConv, PAIR};
 
 /// The input of [`PackedConv::forward`].
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +27,10 @@ pub enum Input<'a> {
 const TASK_PIXELS: usize = 392;
 /// Tasks per thread, so that uneven tasks still balance.
 const TASKS_PER_THREAD: usize = 4;
+/// Input channels x kernel taps per chunk: a task runs its tiles over one chunk of input blocks,
+/// then the next (accumulating into the output), so that a chunk's weights for one tile of output
+/// blocks (16 KiB for 4 blocks) stay in L1 and its input rows in L2.
+const CHUNK_TAPS: usize = 128;
 
 /// A pointer that tasks writing disjoint parts of one buffer may share.
 #[derive(Clone, Copy)]
@@ -140,15 +144,17 @@ impl PackedConv {
         }
         let image_in = data.len() / n;
         let image_out = out.data.len() / n;
-        let pairs = plan.out_blocks.div_ceil(2);
+        // Output blocks are handed out in units of the widest tile.
+        let unit = max_blocks(isa);
+        let units = plan.out_blocks.div_ceil(unit);
         let threads = rayon::current_num_threads();
         let row_blocks = (ho * wo).div_ceil(TASK_PIXELS).clamp(1, ho);
         let rows_per = ho.div_ceil(row_blocks);
         let row_blocks = ho.div_ceil(rows_per);
         let wanted = (TASKS_PER_THREAD * threads).div_ceil(n * row_blocks);
-        let groups = wanted.clamp(1, pairs);
-        let pairs_per = pairs.div_ceil(groups);
-        let groups = pairs.div_ceil(pairs_per);
+        let groups = wanted.clamp(1, units);
+        let units_per = units.div_ceil(groups);
+        let groups = units.div_ceil(units_per);
         let dst = Shared(out.data.as_mut_ptr());
         let res = residual.map(|r| &r.data[..]);
         (0..n * groups * row_blocks)
@@ -158,7 +164,8 @@ impl PackedConv {
                 let g = task / row_blocks % groups;
                 let r0 = task % row_blocks * rows_per;
                 let rows = r0..(r0 + rows_per).min(ho);
-                let blocks = g * pairs_per * 2..((g + 1) * pairs_per * 2).min(plan.out_blocks);
+                let per = units_per * unit;
+                let blocks = g * per..((g + 1) * per).min(plan.out_blocks);
                 let x = &data[image * image_in..][..image_in];
                 let r = res.map(|r| &r[image * image_out..][..image_out]);
                 // SAFETY: tasks differ in image, block group or row block, so the parts of the output
@@ -215,120 +222,130 @@ impl PackedConv {
         rows: std::ops::Range<usize>,
     ) {
         let (kh, kw, s, pad) = (self.kh, self.kw, self.stride, self.padding);
-        let w_row = kw * plan.icb * BLOCK;
+        let w_col = plan.icb * PAIR;
+        let w_row = kw * w_col;
         let w_ib = kh * w_row;
-        let w_ob = plan.n_ib * w_ib;
+        let w_pair = plan.n_ib * w_ib;
         let out_ob = plan.ho * plan.wo * BLOCK;
         let weights = self.weights.as_ptr().cast::<f32>();
         let bias = self.bias.as_ptr().cast::<f32>();
-        let mut ob = blocks.start;
-        while ob < blocks.end {
-            let nb = (blocks.end - ob).min(2);
-            let base = Tile {
-                x: x.as_ptr(),
-                w: weights.wrapping_add(ob * w_ob),
-                // SAFETY: `ob` is an output block; the bias has 8 values per block.
-                bias: unsafe { bias.add(ob * BLOCK) },
-                out,
-                residual: std::ptr::null(),
-                relu,
-                n_ib: plan.n_ib,
-                x_ib: plan.x_ib,
-                w_ib,
-                icb: plan.icb,
-                x_ic: plan.x_ic,
-                nky: kh,
-                x_row: plan.x_row,
-                w_row,
-                nkx: kw,
-                x_col: plan.x_col,
-                x_pix: s * plan.x_col,
-                w_ob,
-                out_ob,
-            };
-            let emit = |run: Run| {
-                let mut done = 0;
-                let tiles = run.count.div_ceil(MAX_PIXELS);
-                for i in 0..tiles {
-                    // Balanced tiles: 7 pixels run as 4 + 3, not 6 + 1.
-                    let wt = (run.count - done).div_ceil(tiles - i);
-                    let at = (ob * plan.ho * plan.wo + run.o_px + done) * BLOCK;
-                    let t = Tile {
-                        x: x.as_ptr().wrapping_add(run.x_off + done * base.x_pix),
-                        w: base
-                            .w
-                            .wrapping_add(run.sky * w_row + run.skx * plan.icb * BLOCK),
-                        out: out.wrapping_add(at),
-                        residual: residual
-                            .map_or(std::ptr::null(), |r| r.as_ptr().wrapping_add(at)),
-                        nky: run.nky,
-                        nkx: run.nkx,
-                        ..base
-                    };
-                    // SAFETY: the tile's taps were clipped to the input, its pixels and blocks
-                    // lie in this task's part of the output, and `isa` is available.
-                    unsafe { kernel(isa, nb, wt)(&t) };
-                    done += wt;
-                }
-            };
-            if plan.flat {
-                let px = rows.start * plan.wo;
-                emit(Run {
-                    o_px: px,
-                    x_off: px * plan.x_col,
-                    sky: 0,
-                    nky: 1,
-                    skx: 0,
-                    nkx: 1,
-                    count: rows.len() * plan.wo,
-                });
-            } else {
-                // Columns whose every tap lands inside the input.
-                let ow_a = pad.div_ceil(s).min(plan.wo);
-                let ow_b = if plan.w + pad >= kw {
-                    ((plan.w + pad - kw) / s + 1).min(plan.wo)
-                } else {
-                    0
+        let chunk = (CHUNK_TAPS / (BLOCK * kh * kw)).max(1);
+        for c0 in (0..plan.n_ib).step_by(chunk) {
+            let mut ob = blocks.start;
+            while ob < blocks.end {
+                // Tiles start on a pair (`ob` is even): 4 blocks, 2, or an odd last one.
+                let nb = match blocks.end - ob {
+                    left if left >= 4 && isa == Isa::Avx512 => 4,
+                    left => left.min(2),
                 };
-                let ow_b = ow_b.max(ow_a);
-                for oh in rows.clone() {
-                    let (sky, nky) = clip(oh * s, pad, kh, plan.h);
-                    let row_off = if nky > 0 {
-                        (oh * s + sky - pad) * plan.x_row
+                let max_px = max_pixels(isa, nb);
+                let base = Tile {
+                    x: x.as_ptr().wrapping_add(c0 * plan.x_ib),
+                    w: weights.wrapping_add(ob / 2 * w_pair + c0 * w_ib),
+                    // SAFETY: `ob` is an output block; the bias has 8 values per block (16 per pair).
+                    bias: unsafe { bias.add(ob * BLOCK) },
+                    out,
+                    residual: std::ptr::null(),
+                    relu,
+                    accumulate: c0 > 0,
+                    finish: c0 + chunk >= plan.n_ib,
+                    n_ib: chunk.min(plan.n_ib - c0),
+                    x_ib: plan.x_ib,
+                    w_ib,
+                    icb: plan.icb,
+                    x_ic: plan.x_ic,
+                    nky: kh,
+                    x_row: plan.x_row,
+                    w_row,
+                    nkx: kw,
+                    x_col: plan.x_col,
+                    w_col,
+                    x_pix: s * plan.x_col,
+                    w_pair,
+                    out_ob,
+                };
+                let emit = |run: Run| {
+                    let mut done = 0;
+                    let tiles = run.count.div_ceil(max_px);
+                    for i in 0..tiles {
+                        // Balanced tiles: 7 pixels run as 4 + 3, not 6 + 1.
+                        let wt = (run.count - done).div_ceil(tiles - i);
+                        let at = (ob * plan.ho * plan.wo + run.o_px + done) * BLOCK;
+                        let t = Tile {
+                            x: base.x.wrapping_add(run.x_off + done * base.x_pix),
+                            w: base.w.wrapping_add(run.sky * w_row + run.skx * w_col),
+                            out: out.wrapping_add(at),
+                            residual: residual
+                                .map_or(std::ptr::null(), |r| r.as_ptr().wrapping_add(at)),
+                            nky: run.nky,
+                            nkx: run.nkx,
+                            ..base
+                        };
+                        // SAFETY: the tile's taps were clipped to the input, its pixels and blocks
+                        // lie in this task's part of the output, and `isa` is available.
+                        unsafe { kernel(isa, nb, wt)(&t) };
+                        done += wt;
+                    }
+                };
+                if plan.flat {
+                    let px = rows.start * plan.wo;
+                    emit(Run {
+                        o_px: px,
+                        x_off: px * plan.x_col,
+                        sky: 0,
+                        nky: 1,
+                        skx: 0,
+                        nkx: 1,
+                        count: rows.len() * plan.wo,
+                    });
+                } else {
+                    // Columns whose every tap lands inside the input.
+                    let ow_a = pad.div_ceil(s).min(plan.wo);
+                    let ow_b = if plan.w + pad >= kw {
+                        ((plan.w + pad - kw) / s + 1).min(plan.wo)
                     } else {
                         0
                     };
-                    for ow in (0..ow_a).chain(ow_b..plan.wo) {
-                        let (skx, nkx) = clip(ow * s, pad, kw, plan.w);
-                        let col_off = if nkx > 0 {
-                            (ow * s + skx - pad) * plan.x_col
+                    let ow_b = ow_b.max(ow_a);
+                    for oh in rows.clone() {
+                        let (sky, nky) = clip(oh * s, pad, kh, plan.h);
+                        let row_off = if nky > 0 {
+                            (oh * s + sky - pad) * plan.x_row
                         } else {
                             0
                         };
-                        emit(Run {
-                            o_px: oh * plan.wo + ow,
-                            x_off: row_off + col_off,
-                            sky,
-                            nky: if nkx == 0 { 0 } else { nky },
-                            skx,
-                            nkx,
-                            count: 1,
-                        });
-                    }
-                    if ow_b > ow_a {
-                        emit(Run {
-                            o_px: oh * plan.wo + ow_a,
-                            x_off: row_off + (ow_a * s - pad) * plan.x_col,
-                            sky,
-                            nky,
-                            skx: 0,
-                            nkx: kw,
-                            count: ow_b - ow_a,
-                        });
+                        for ow in (0..ow_a).chain(ow_b..plan.wo) {
+                            let (skx, nkx) = clip(ow * s, pad, kw, plan.w);
+                            let col_off = if nkx > 0 {
+                                (ow * s + skx - pad) * plan.x_col
+                            } else {
+                                0
+                            };
+                            emit(Run {
+                                o_px: oh * plan.wo + ow,
+                                x_off: row_off + col_off,
+                                sky,
+                                nky: if nkx == 0 { 0 } else { nky },
+                                skx,
+                                nkx,
+                                count: 1,
+                            });
+                        }
+                        if ow_b > ow_a {
+                            emit(Run {
+                                o_px: oh * plan.wo + ow_a,
+                                x_off: row_off + (ow_a * s - pad) * plan.x_col,
+                                sky,
+                                nky,
+                                skx: 0,
+                                nkx: kw,
+                                count: ow_b - ow_a,
+                            });
+                        }
                     }
                 }
+                ob += nb;
             }
-            ob += nb;
         }
     }
 }

@@ -5,16 +5,17 @@
 //! - [`Nchw8c`]: activations as `[N, C/8, H, W, 8]`, converted from and to NCHW (channel counts
 //!   that are not a multiple of 8 are zero-padded);
 //! - [`PackedConv`]: an OIHW weight and its bias reordered once (at load) into the micro-kernel's
-//!   layout, `[C_out/8][C_in/8][k_h][k_w][8 in][8 out]`;
-//! - [`PackedConv::forward`]: a direct convolution, no im2col: a micro-kernel keeps up to 6 output
-//!   pixels x 2 blocks of 8 output channels in 12 ymm accumulators (started from the bias) while it
-//!   runs over every input channel and kernel tap, then adds the residual, applies the ReLU and
-//!   stores each output vector once. Taps that fall into the padding are skipped, not multiplied
+//!   layout, `[C_out/16][C_in/8][k_h][k_w][8 in][16 out]`;
+//! - [`PackedConv::forward`]: a direct convolution, no im2col: a micro-kernel keeps a row of output
+//!   pixels x blocks of 8 output channels in registers (AVX2: 6 x 2 blocks in 12 ymm; AVX-512: 8 x
+//!   4 blocks in 16 zmm, a zmm holding two blocks of the same NCHW8c layout), started from the bias,
+//!   while it runs over a chunk of input channels and every kernel tap; after the last chunk it adds
+//!   the residual, applies the ReLU and stores each output vector. Taps that fall into the padding are skipped, not multiplied
 //!   by zeros. 1x1 convolutions are the same kernel with one tap: a GEMM over the blocked layout
 //!   that reads pixels in place. The stem reads its 3-channel NCHW input directly
 //!   ([`InputLayout::Nchw`]) rather than padding 3 channels to 8;
-//! - kernels: AVX2 + FMA intrinsics where `is_x86_feature_detected!` finds them, else a portable
-//!   one ([`Isa`]);
+//! - kernels: AVX-512F or AVX2 + FMA intrinsics where `is_x86_feature_detected!` finds them, else a
+//!   portable one ([`Isa`]);
 //! - threads: tasks of (image, group of output-block pairs, block of output rows), enough of them
 //!   that both cores are busy at batch 1.
 

@@ -13,23 +13,27 @@ pub enum InputLayout {
     Nchw,
 }
 
-/// 8 f32 on a 32-byte boundary: the packed weights are a vector of these, so that every weight
-/// load of the micro-kernel is aligned.
+/// Output channels of a pair of blocks: one AVX-512 register, two AVX2 ones.
+pub(super) const PAIR: usize = 2 * BLOCK;
+
+/// 16 f32 on a 64-byte boundary: the packed weights are a vector of these, so that every weight
+/// load of the micro-kernels is aligned.
 #[derive(Debug, Clone, Copy, Default)]
-#[repr(C, align(32))]
-pub(super) struct Lanes(pub(super) [f32; BLOCK]);
+#[repr(C, align(64))]
+pub(super) struct Lanes(pub(super) [f32; PAIR]);
 
 /// A convolution with its weights and bias packed for the NCHWc micro-kernels.
 ///
 /// The weight `[C_out, C_in, k_h, k_w]` becomes
-/// `[C_out / 8][C_in blocks][k_h][k_w][channels per block][8 output lanes]`: a micro-kernel reads,
-/// for one input channel, the 8 output channels of a block as one vector. With a blocked input
+/// `[C_out / 16][C_in blocks][k_h][k_w][channels per block][16 output lanes]`: a micro-kernel
+/// reads, for one input channel, the 16 output channels of a pair of output blocks as one AVX-512
+/// vector or two AVX2 ones. With a blocked input
 /// there are `ceil(C_in / 8)` blocks of 8 channels; with a plain NCHW input (the stem) there is one
 /// block of `C_in` channels. Channels past `C_out` or `C_in` are zero.
 #[derive(Debug, Clone)]
 pub struct PackedConv {
     pub(super) weights: Vec<Lanes>,
-    /// `ceil(C_out / 8) * 8` values, zero past `C_out`.
+    /// `ceil(C_out / 16) * 16` values, zero past `C_out`.
     pub(super) bias: Vec<Lanes>,
     pub(super) c_in: usize,
     pub(super) c_out: usize,
@@ -72,17 +76,17 @@ impl PackedConv {
             InputLayout::Blocked => (c_in.div_ceil(BLOCK), BLOCK),
             InputLayout::Nchw => (1, c_in),
         };
-        let out_blocks = c_out.div_ceil(BLOCK);
-        let mut weights = vec![Lanes::default(); out_blocks * in_blocks * kh * kw * per_block];
+        let pairs = c_out.div_ceil(PAIR);
+        let mut weights = vec![Lanes::default(); pairs * in_blocks * kh * kw * per_block];
         let mut at = 0;
-        for ob in 0..out_blocks {
+        for ob in 0..pairs {
             for ib in 0..in_blocks {
                 for ky in 0..kh {
                     for kx in 0..kw {
                         for ic in 0..per_block {
                             let i = ib * per_block + ic;
                             for (lane, v) in weights[at].0.iter_mut().enumerate() {
-                                let o = ob * BLOCK + lane;
+                                let o = ob * PAIR + lane;
                                 if o < c_out && i < c_in {
                                     *v = weight[((o * c_in + i) * kh + ky) * kw + kx];
                                 }
@@ -93,10 +97,10 @@ impl PackedConv {
                 }
             }
         }
-        let mut packed_bias = vec![Lanes::default(); out_blocks];
+        let mut packed_bias = vec![Lanes::default(); pairs];
         if let Some(b) = bias {
             for (o, &v) in b.iter().enumerate() {
-                packed_bias[o / BLOCK].0[o % BLOCK] = v;
+                packed_bias[o / PAIR].0[o % PAIR] = v;
             }
         }
         Ok(Self {

@@ -16,11 +16,10 @@ fn rel_err(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn isas() -> Vec<Isa> {
-    let mut v = vec![Isa::Portable];
-    if Isa::Avx2Fma.available() {
-        v.push(Isa::Avx2Fma);
-    }
-    v
+    [Isa::Portable, Isa::Avx2Fma, Isa::Avx512]
+        .into_iter()
+        .filter(|isa| isa.available())
+        .collect()
 }
 
 #[test]
@@ -131,6 +130,8 @@ fn conv_3x3_matches_candle() {
             (1, 20, 2, 3, 24, 3, 1, 1),
             (1, 5, 4, 4, 3, 3, 2, 3),
             (1, 64, 7, 7, 64, 3, 1, 1),
+            (1, 16, 30, 30, 72, 3, 1, 1),
+            (3, 24, 11, 29, 40, 3, 2, 1),
         ],
         InputLayout::Blocked,
     );
@@ -146,6 +147,7 @@ fn conv_1x1_matches_candle() {
             (3, 13, 9, 8, 3, 1, 2, 0),
             (1, 24, 5, 5, 16, 1, 1, 1),
             (1, 256, 7, 7, 64, 1, 1, 0),
+            (3, 32, 9, 9, 56, 1, 1, 0),
         ],
         InputLayout::Blocked,
     );
