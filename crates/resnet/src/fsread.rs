@@ -20,7 +20,8 @@ pub enum ReadError {
     /// Opening, stat'ing or reading failed.
     #[error(transparent)]
     Io(#[from] io::Error),
-    /// Not a regular file: `kind` says what it is ("a FIFO", "a character device", ...).
+    /// Not a regular file: `kind` says what it is ("a FIFO", "a character device", ...). A
+    /// directory is an [`ReadError::Io`] of kind `IsADirectory`.
     #[error("{kind}, not a regular file")]
     NotRegular { kind: &'static str },
     /// The file is larger than the caller's limit.
@@ -124,6 +125,10 @@ fn read_exact_len(file: &mut File, len: u64) -> Result<Vec<u8>, ReadError> {
 /// Reads the regular file at `path` if it holds at most `limit` bytes (see the module doc).
 pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
     let meta = std::fs::metadata(path)?;
+    if meta.is_dir() {
+        // What reading a directory has always said: an I/O error, not a refusal.
+        return Err(io::Error::new(io::ErrorKind::IsADirectory, "is a directory").into());
+    }
     if !meta.is_file() {
         return Err(ReadError::NotRegular {
             kind: kind_of(&meta),
