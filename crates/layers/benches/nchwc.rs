@@ -1,0 +1,313 @@
+//! Per-layer GFLOP/s of ResNet-50's distinct convolutions (+ bias + ReLU): today's fused NCHW conv
+//! (`conv2d_fused`, im2col + `gemm`) against the NCHW8c direct kernels, with and without the
+//! layout conversions, next to this machine's measured FMA peak.
+//!
+//! `cargo bench -p resnet-zoo-layers --bench nchwc` (env: `NCHWC_BATCHES=1,8`, `NCHWC_MAX_LOAD=0.5`
+//! and `NCHWC_WAIT_S=600`: how quiet the machine must be before measuring, and how long to wait).
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+use resnet_zoo_layers::nchwc::{Input, InputLayout, Isa, Nchw8c, PackedConv};
+use resnet_zoo_layers::{conv2d_fused, ConvGeometry, Epilogue};
+
+/// (in, out, kernel, stride, input side, count in the model): as in benches/forward.rs.
+const SHAPES: [(usize, usize, usize, usize, usize, usize); 23] = [
+    (3, 64, 7, 2, 224, 1),
+    (64, 64, 1, 1, 56, 1),
+    (256, 64, 1, 1, 56, 2),
+    (64, 64, 3, 1, 56, 3),
+    (64, 256, 1, 1, 56, 4),
+    (256, 128, 1, 1, 56, 1),
+    (128, 128, 3, 2, 56, 1),
+    (256, 512, 1, 2, 56, 1),
+    (512, 128, 1, 1, 28, 3),
+    (128, 128, 3, 1, 28, 3),
+    (128, 512, 1, 1, 28, 4),
+    (512, 256, 1, 1, 28, 1),
+    (256, 256, 3, 2, 28, 1),
+    (512, 1024, 1, 2, 28, 1),
+    (1024, 256, 1, 1, 14, 5),
+    (256, 256, 3, 1, 14, 5),
+    (256, 1024, 1, 1, 14, 6),
+    (1024, 512, 1, 1, 14, 1),
+    (512, 512, 3, 2, 14, 1),
+    (1024, 2048, 1, 2, 14, 1),
+    (2048, 512, 1, 1, 7, 2),
+    (512, 512, 3, 1, 7, 2),
+    (512, 2048, 1, 1, 7, 3),
+];
+
+fn load() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Waits until the 1-minute load average is under `max` (or `wait` has passed).
+fn wait_for_quiet(max: f64, wait: Duration) {
+    let start = Instant::now();
+    while load() > max && start.elapsed() < wait {
+        println!("load {:.2} > {max}: waiting", load());
+        std::thread::sleep(Duration::from_secs(15));
+    }
+}
+
+/// Median seconds of `f`, repeated for about a quarter of a second (3 to 50 runs).
+fn time(mut f: impl FnMut()) -> f64 {
+    let t = Instant::now();
+    f();
+    let first = t.elapsed().as_secs_f64();
+    let runs = ((0.25 / first).ceil() as usize).clamp(3, 50);
+    let mut v: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[runs / 2]
+}
+
+/// GFLOP/s of independent FMAs on every rayon thread (best of 3): 256-bit (AVX2) when `wide` is
+/// false, else 512-bit (AVX-512F).
+#[cfg(target_arch = "x86_64")]
+fn fma_peak(wide: bool) -> Option<f64> {
+    use std::arch::x86_64::*;
+    #[target_feature(enable = "avx2,fma")]
+    fn run256(iters: usize) -> f32 {
+        let mut acc = [_mm256_set1_ps(1.0); 12];
+        let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+        for _ in 0..iters {
+            for v in &mut acc {
+                *v = _mm256_fmadd_ps(*v, a, b);
+            }
+        }
+        let mut s = _mm256_setzero_ps();
+        for v in acc {
+            s = _mm256_add_ps(s, v);
+        }
+        _mm256_cvtss_f32(s)
+    }
+    #[target_feature(enable = "avx512f")]
+    fn run512(iters: usize) -> f32 {
+        let mut acc = [_mm512_set1_ps(1.0); 12];
+        let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+        for _ in 0..iters {
+            for v in &mut acc {
+                *v = _mm512_fmadd_ps(*v, a, b);
+            }
+        }
+        let mut s = _mm512_setzero_ps();
+        for v in acc {
+            s = _mm512_add_ps(s, v);
+        }
+        _mm512_reduce_add_ps(s)
+    }
+    if wide && !is_x86_feature_detected!("avx512f") || !Isa::Avx2Fma.available() {
+        return None;
+    }
+    let threads = rayon::current_num_threads();
+    let iters = if wide { 25_000_000 } else { 50_000_000 };
+    let best = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            let s: f32 = (0..threads)
+                .into_par_iter()
+                .map(|_| {
+                    if wide {
+                        // SAFETY: AVX-512F was detected above.
+                        unsafe { run512(iters) }
+                    } else {
+                        // SAFETY: AVX2 and FMA were detected above.
+                        unsafe { run256(iters) }
+                    }
+                })
+                .sum();
+            std::hint::black_box(s);
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    let lanes = if wide { 16 } else { 8 };
+    Some((threads * iters * 12 * lanes * 2) as f64 / best / 1e9)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn fma_peak(_wide: bool) -> Option<f64> {
+    None
+}
+
+fn main() {
+    let max_load = env_or("NCHWC_MAX_LOAD", 0.5);
+    wait_for_quiet(max_load, Duration::from_secs(env_or("NCHWC_WAIT_S", 600)));
+    let batches: Vec<usize> = std::env::var("NCHWC_BATCHES")
+        .unwrap_or_else(|_| "1,8".into())
+        .split(',')
+        .filter_map(|b| b.trim().parse().ok())
+        .collect();
+    let threads = rayon::current_num_threads();
+    let isa = Isa::detect();
+    let load_start = load();
+    let peak = fma_peak(false);
+    match peak {
+        Some(p) => println!(
+            "FMA peak (AVX2, {threads} threads): {p:.1} GFLOP/s; load average {load_start:.2}"
+        ),
+        None => println!("no AVX2/FMA; load average {load_start:.2}"),
+    }
+    let peak256 = peak.unwrap_or(f64::NAN);
+    let peak512 = fma_peak(true);
+    if let Some(p) = peak512 {
+        println!("FMA peak (AVX-512F, {threads} threads): {p:.1} GFLOP/s");
+    }
+    let peak512 = peak512.unwrap_or(f64::NAN);
+    // gemm runs its AVX-512 kernels where the CPU has them.
+    let peak_old = if peak512.is_nan() { peak256 } else { peak512 };
+    let dev = Device::Cpu;
+    for &n in &batches {
+        println!(
+            "\nResNet-50 convolutions + bias + ReLU, batch {n}, {threads} threads; GFLOP/s (% of the \
+             FMA peak of the ISA; old = the gemm crate, whose AVX-512 kernels run where the CPU has them):"
+        );
+        println!(
+            "| conv | count | old: im2col + gemm, NCHW | new AVX2, NCHW8c | new AVX-512, NCHW8c \
+             | new {isa:?} incl. conversions | new {isa:?} / old | rel err |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        let mut t_old = 0.0;
+        let mut t_new = [0.0; 2];
+        let (mut t_conv, mut flops) = (0.0, 0.0);
+        for &(c, o, k, s, side, count) in &SHAPES {
+            let pad = k / 2;
+            let x = Tensor::randn(0f32, 1., (n, c, side, side), &dev).unwrap();
+            let w = (Tensor::randn(0f32, 1., (o, c, k, k), &dev).unwrap() * 0.05).unwrap();
+            let b = Tensor::randn(0f32, 1., o, &dev).unwrap();
+            let xv = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let g = ConvGeometry {
+                stride: s,
+                padding: pad,
+                groups: 1,
+            };
+            let e = Epilogue {
+                bias: Some(&b),
+                residual: None,
+                relu: true,
+            };
+            let layout = if c == 3 {
+                InputLayout::Nchw
+            } else {
+                InputLayout::Blocked
+            };
+            let packed = PackedConv::from_tensors(&w, Some(&b), s, pad, layout).unwrap();
+            let xb = Nchw8c::from_nchw(&xv, n, c, side, side).unwrap();
+            let run = |xb: &Nchw8c, isa: Isa| -> Nchw8c {
+                let inp = match layout {
+                    InputLayout::Blocked => Input::Blocked(xb),
+                    InputLayout::Nchw => Input::Nchw {
+                        data: &xv,
+                        n,
+                        h: side,
+                        w: side,
+                    },
+                };
+                packed.forward(inp, None, true, isa).unwrap()
+            };
+            let old = conv2d_fused(&x, &w, g, e).unwrap();
+            let old_v = old.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let scale = old_v.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let mut err = 0f32;
+            for i in [Isa::Avx2Fma, Isa::Avx512] {
+                if i.available() {
+                    let new = run(&xb, i).to_nchw();
+                    err = old_v
+                        .iter()
+                        .zip(&new)
+                        .fold(err, |m, (a, b)| m.max((a - b).abs() / scale));
+                }
+            }
+            let f = 2.0 * (n * packed.macs_per_image(side, side)) as f64;
+            let gf = |t: f64| f / t / 1e9;
+            let a = time(|| {
+                std::hint::black_box(conv2d_fused(&x, &w, g, e).unwrap());
+            });
+            let mut cells = Vec::new();
+            let mut best = f64::NAN;
+            for (slot, (want, pk)) in [(Isa::Avx2Fma, peak256), (Isa::Avx512, peak512)]
+                .into_iter()
+                .enumerate()
+            {
+                if !want.available() {
+                    cells.push("-".to_string());
+                    continue;
+                }
+                let t = time(|| {
+                    std::hint::black_box(run(&xb, want));
+                });
+                t_new[slot] += count as f64 * t;
+                if want == isa {
+                    best = t;
+                }
+                cells.push(format!("{:.1} ({:.0}%)", gf(t), 100.0 * gf(t) / pk));
+            }
+            let ct = time(|| {
+                let y = match layout {
+                    InputLayout::Blocked => {
+                        run(&Nchw8c::from_nchw(&xv, n, c, side, side).unwrap(), isa)
+                    }
+                    InputLayout::Nchw => run(&xb, isa),
+                };
+                std::hint::black_box(y.to_nchw());
+            });
+            println!(
+                "| {c}->{o} {k}x{k}/{s} @{side} | {count} | {:.1} ({:.0}%) | {} | {} | {:.1} | {:.2}x | {err:.1e} |",
+                gf(a),
+                100.0 * gf(a) / peak_old,
+                cells[0],
+                cells[1],
+                gf(ct),
+                a / best,
+            );
+            let cf = count as f64;
+            (t_old, t_conv, flops) = (t_old + cf * a, t_conv + cf * ct, flops + cf * f);
+        }
+        let g = |t: f64| flops / t / 1e9;
+        let t_best = if isa == Isa::Avx512 {
+            t_new[1]
+        } else {
+            t_new[0]
+        };
+        println!(
+            "| all ResNet-50 convs (by count) | | {:.1} ({:.0}%) | {:.1} ({:.0}%) | {:.1} ({:.0}%) | {:.1} | {:.2}x | |",
+            g(t_old),
+            100.0 * g(t_old) / peak_old,
+            g(t_new[0]),
+            100.0 * g(t_new[0]) / peak256,
+            g(t_new[1]),
+            100.0 * g(t_new[1]) / peak512,
+            g(t_conv),
+            t_old / t_best,
+        );
+        println!(
+            "  per image: old {:.1} ms, new AVX2 {:.1} ms, new AVX-512 {:.1} ms (with conversions around every conv: {:.1} ms)",
+            1e3 * t_old / n as f64,
+            1e3 * t_new[0] / n as f64,
+            1e3 * t_new[1] / n as f64,
+            1e3 * t_conv / n as f64
+        );
+    }
+    println!(
+        "\nload average: {load_start:.2} at the start, {:.2} at the end",
+        load()
+    );
+}
