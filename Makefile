@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV ?= $(HOME)/.cache/resnet-zoo/venv
 FIXTURES := tests/fixtures
 
-.PHONY: test venv fixtures check fmt clippy classify clean-fixtures bench bench-smoke
+.PHONY: test venv fixtures check fmt clippy classify clean-fixtures bench bench-smoke cuda-build gpu-bundle
 
 test: fixtures
 	cargo test --release --workspace --all-targets
@@ -43,6 +43,14 @@ bench: $(VENV)/.bench-installed
 bench-smoke: $(VENV)/.bench-installed
 	cargo build --release
 	$(VENV)/bin/python benches/compare.py --smoke
+
+# `--features cuda,cudnn` without a GPU (CUDA 13.0 wheels from PyPI; scripts/cuda-build.sh says how).
+cuda-build:
+	scripts/cuda-build.sh
+
+# The binary and test executables scripts/gpu-check.sh runs on a lent GPU machine.
+gpu-bundle:
+	scripts/cuda-build.sh --bundle gpu-bundle
 
 check: fmt clippy
 

@@ -17,7 +17,7 @@ const SKIP: LoadOptions = LoadOptions {
 
 fn backbone(preset: &str, file: &str, dtype: DType) -> ResNet {
     let cfg = ResNetConfig::preset(preset).unwrap().with_num_classes(None);
-    hub::load_safetensors_with(common::fixture(file), &cfg, dtype, &Device::Cpu, SKIP).unwrap()
+    hub::load_safetensors_with(common::fixture(file), &cfg, dtype, &common::device(), SKIP).unwrap()
 }
 
 /// A classifier's file loads as a headless backbone only through the named allowance; its pooled
@@ -118,7 +118,11 @@ fn features_and_embeddings_in_every_dtype() {
         let input = &io[&format!("input_{size}")];
         for (dtype, tol, pooled_tol) in dtypes {
             let model = backbone(preset, &format!("{preset}.safetensors"), dtype);
-            let x = input.to_dtype(dtype).unwrap();
+            let x = input
+                .to_dtype(dtype)
+                .unwrap()
+                .to_device(model.device())
+                .unwrap();
             let n = model.feature_info().len();
             let feats = model
                 .forward_intermediates(&x, &(0..n).collect::<Vec<_>>())

@@ -6,13 +6,14 @@
 //! timm 1.0.31; run by `make test`). Tolerance: `max|ours - torch| / max|torch| <= 1e-4` on the
 //! stem, every stage, the final feature map, the pooled embedding and the logits; top-5 classes
 //! identical. The measured errors are printed (`cargo test --release --test parity -- --nocapture`).
+//! Models run on `$RESNET_ZOO_TEST_DEVICE` (default `cpu`; `scripts/gpu-check.sh` sets `cuda`).
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 use common::{load_tensors, rel_err, top_k};
 use resnet_zoo::{hub, ResNet, ResNetConfig};
 
@@ -39,7 +40,11 @@ fn check_outputs(label: &str, model: &ResNet, io: &str, tol: f64) -> f64 {
                 .unwrap_or_else(|| panic!("{io} has no {name}_{size}"))
                 .clone()
         };
-        let x = get("input").to_dtype(model.dtype()).unwrap();
+        let x = get("input")
+            .to_dtype(model.dtype())
+            .unwrap()
+            .to_device(model.device())
+            .unwrap();
         let all: Vec<usize> = (0..model.feature_info().len()).collect();
         let feats = model.forward_intermediates(&x, &all).unwrap();
         let features = model.forward_features(&x).unwrap();
@@ -84,7 +89,7 @@ fn check_outputs(label: &str, model: &ResNet, io: &str, tol: f64) -> f64 {
 fn check_preset(name: &str) {
     let cfg = ResNetConfig::preset(name).unwrap();
     let path = common::fixture(&format!("{name}.safetensors"));
-    let model = hub::load_safetensors(&path, &cfg, DType::F32, &Device::Cpu).unwrap();
+    let model = hub::load_safetensors(&path, &cfg, DType::F32, &common::device()).unwrap();
     let worst = check_outputs(name, &model, &format!("{name}.io.safetensors"), TOL);
     println!("{name}: worst relative error {worst:.2e} (tolerance {TOL:.0e})");
 }
@@ -204,10 +209,11 @@ fn resnet50_v1_matches_the_paper_layout() {
         common::fixture("resnet50_v1.safetensors"),
         &ResNetConfig::resnet50(),
         DType::F32,
-        &Device::Cpu,
+        &common::device(),
     )
     .unwrap();
-    let l2 = v15.forward_intermediates(&t["input_224"], &[2]).unwrap();
+    let x = t["input_224"].to_device(v15.device()).unwrap();
+    let l2 = v15.forward_intermediates(&x, &[2]).unwrap();
     assert!(rel_err(&l2[0], &t["layer2_224"]) > 0.1);
 }
 
@@ -222,7 +228,8 @@ fn half_and_double_files_load_into_f32() {
         ("resnet18_bf16.safetensors", "resnet18_bf16.io.safetensors"),
     ] {
         let model =
-            hub::load_safetensors(common::fixture(file), &cfg, DType::F32, &Device::Cpu).unwrap();
+            hub::load_safetensors(common::fixture(file), &cfg, DType::F32, &common::device())
+                .unwrap();
         assert_eq!(model.dtype(), DType::F32);
         check_outputs(file, &model, io, TOL);
     }
@@ -233,7 +240,7 @@ fn half_and_double_files_load_into_f32() {
 fn f64_model_matches() {
     let cfg = ResNetConfig::resnet18();
     let path = common::fixture("resnet18.safetensors");
-    let model = hub::load_safetensors(&path, &cfg, DType::F64, &Device::Cpu).unwrap();
+    let model = hub::load_safetensors(&path, &cfg, DType::F64, &common::device()).unwrap();
     assert_eq!(model.dtype(), DType::F64);
     check_outputs("resnet18 (f64 run)", &model, "resnet18.io.safetensors", TOL);
 }
@@ -244,7 +251,7 @@ fn f64_model_matches() {
 fn headless_model_reports_classifier_tensors() {
     let cfg = ResNetConfig::resnet18().with_num_classes(None);
     let path = common::fixture("resnet18.safetensors");
-    let err = hub::load_safetensors(&path, &cfg, DType::F32, &Device::Cpu).unwrap_err();
+    let err = hub::load_safetensors(&path, &cfg, DType::F32, &common::device()).unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.contains("2 unexpected tensors")
@@ -273,22 +280,25 @@ fn transformers_names_load_through_the_key_map() {
     ] {
         let cfg = ResNetConfig::preset(preset).unwrap();
         let model =
-            hub::load_safetensors(common::fixture(file), &cfg, DType::F32, &Device::Cpu).unwrap();
+            hub::load_safetensors(common::fixture(file), &cfg, DType::F32, &common::device())
+                .unwrap();
         check_outputs(file, &model, io, TOL);
     }
     // A headless `ResNetModel` (no prefix, no classifier) loads as a headless backbone.
     let cfg = ResNetConfig::resnet18().with_num_classes(None);
     let path = common::fixture("resnet18_hf_headless.safetensors");
-    let model = hub::load_safetensors(&path, &cfg, DType::F32, &Device::Cpu).unwrap();
+    let model = hub::load_safetensors(&path, &cfg, DType::F32, &common::device()).unwrap();
     let t = load_tensors("resnet18.io.safetensors");
-    let pooled = model.forward(&t["input_224"]).unwrap();
+    let pooled = model
+        .forward(&t["input_224"].to_device(model.device()).unwrap())
+        .unwrap();
     assert!(rel_err(&pooled, &t["pooled_224"]) <= TOL);
     // Loaded as the wrong depth, the report names the detected scheme.
     let err = hub::load_safetensors(
         &path,
         &ResNetConfig::resnet34().with_num_classes(None),
         DType::F32,
-        &Device::Cpu,
+        &common::device(),
     )
     .unwrap_err()
     .to_string();

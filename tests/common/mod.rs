@@ -31,9 +31,25 @@ pub fn load_tensors(name: &str) -> HashMap<String, Tensor> {
         .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
 }
 
-/// `max|t|`, computed in f64.
+/// The device the model tests run on: `$RESNET_ZOO_TEST_DEVICE` (`cpu` when unset; `cuda`,
+/// `cuda:N` or `metal` in a GPU build, as `scripts/gpu-check.sh` runs them).
+pub fn device() -> Device {
+    match std::env::var("RESNET_ZOO_TEST_DEVICE") {
+        Ok(name) => resnet_zoo::device::parse_device(&name)
+            .unwrap_or_else(|e| panic!("RESNET_ZOO_TEST_DEVICE={name}: {e}")),
+        Err(_) => Device::Cpu,
+    }
+}
+
+/// `max|t|`, computed in f64 on the CPU.
 fn max_abs(t: &Tensor) -> f64 {
-    let t = t.to_dtype(DType::F64).unwrap().abs().unwrap();
+    let t = t
+        .to_device(&Device::Cpu)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .abs()
+        .unwrap();
     t.flatten_all()
         .unwrap()
         .max(0)
@@ -45,8 +61,13 @@ fn max_abs(t: &Tensor) -> f64 {
 /// `max|ours - reference|`, computed in f64.
 pub fn max_abs_diff(ours: &Tensor, reference: &Tensor) -> f64 {
     assert_eq!(ours.dims(), reference.dims(), "shape mismatch");
-    let a = ours.to_dtype(DType::F64).unwrap();
-    let b = reference.to_dtype(DType::F64).unwrap();
+    let cpu_f64 = |t: &Tensor| {
+        t.to_device(&Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+    };
+    let (a, b) = (cpu_f64(ours), cpu_f64(reference));
     max_abs(&(a - b).unwrap())
 }
 

@@ -206,7 +206,14 @@ def family(preset: str) -> str:
 # nothing to do returns in well under a second instead of paying ~8 s of imports.
 
 def versions() -> dict[str, str]:
-    ver = {pkg: metadata.version(pkg) for pkg in PACKAGES}
+    ver = {}
+    for pkg in PACKAGES:
+        try:
+            ver[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            if not MODELS_ONLY:
+                raise
+            ver[pkg] = "absent"
     ver["python"] = sys.version.split()[0]
     return ver
 
@@ -233,9 +240,10 @@ def expected_files(out: Path) -> list[Path]:
     names = [f"{p}.safetensors" for p in PRESETS] + [f"{p}.io.safetensors" for p in PRESETS]
     names += ["models.json", "resnet18_f64.safetensors"]
     names += [f"resnet18_{t}{s}" for t in LOW_PRECISION for s in (".safetensors", ".io.safetensors")]
-    names += [f"images/{p.stem}.safetensors" for p in image_files()]
-    names += [f"{p}_hf.safetensors" for p in HF_ARCH] + ["resnet18_hf_headless.safetensors"]
-    names += [f"pth/{n}.pth" for n in PTH_FILES] + ["pth/strided_expected.safetensors"]
+    if not MODELS_ONLY:
+        names += [f"images/{p.stem}.safetensors" for p in image_files()]
+        names += [f"{p}_hf.safetensors" for p in HF_ARCH] + ["resnet18_hf_headless.safetensors"]
+        names += [f"pth/{n}.pth" for n in PTH_FILES] + ["pth/strided_expected.safetensors"]
     return [out / n for n in names]
 
 
@@ -243,6 +251,10 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="Generate torchvision / timm / CIFAR ResNet parity fixtures.")
     ap.add_argument("--out", type=Path, default=REPO / "tests" / "fixtures")
     ap.add_argument("--force", action="store_true", help="regenerate even if STAMP matches")
+    ap.add_argument("--models-only", action="store_true",
+                    help="only the presets' weights and outputs, resnet18's dtype files and models.json "
+                         "(what tests/parity.rs and tests/backbone.rs read; scripts/gpu-check.sh), "
+                         "without transformers, the photos, the .pth files")
     return ap.parse_args()
 
 
@@ -252,8 +264,11 @@ def up_to_date(out: Path, force: bool) -> bool:
             and all(p.is_file() for p in expected_files(out)))
 
 
+MODELS_ONLY = False
+
 if __name__ == "__main__":
     ARGS = parse_args()
+    MODELS_ONLY = ARGS.models_only
     if up_to_date(ARGS.out, ARGS.force):
         print(f"{ARGS.out}: fixtures up to date (STAMP matches)")
         sys.exit(0)
@@ -263,7 +278,6 @@ import numpy as np  # noqa: E402
 import timm  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
-import transformers  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file, save  # noqa: E402
@@ -1044,7 +1058,8 @@ def make_image_fixture(path: Path, resnet50: nn.Module, out: Path) -> tuple[str,
 
 # --------------------------------------------------------------------------- Hugging Face transformers
 
-def hf_config(preset: str) -> transformers.ResNetConfig:
+def hf_config(preset: str) -> "transformers.ResNetConfig":
+    import transformers  # only for these fixtures; --models-only runs without it
     """ResNetConfig with torchvision's architecture; the defaults it relies on are asserted."""
     config = transformers.ResNetConfig(**HF_ARCH[preset])
     # Defaults that must match torchvision: 3 input channels, ReLU everywhere, no stride in
@@ -1116,6 +1131,8 @@ def make_hf_fixtures(out: Path, common: dict) -> None:
     The renamed weights are loaded into transformers' own ResNet classes and their
     forward must give the torchvision reference outputs in {P}.io.safetensors.
     """
+    import transformers  # only for these fixtures; --models-only runs without it
+
     for preset in HF_ARCH:
         tv_sd = load_file(out / f"{preset}.safetensors")
         ref = load_file(out / f"{preset}.io.safetensors")
@@ -1279,7 +1296,7 @@ def make_pth_fixtures(out: Path, common: dict) -> None:
 # --------------------------------------------------------------------------- main
 
 def generate(out: Path) -> None:
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("RESNET_ZOO_FIXTURE_THREADS", "2")))
     inputs = {fam: make_inputs(sizes) for fam, sizes in SIZES.items()}
     common = {**versions(), "generator": "tests/parity/make_fixtures.py"}
     resnet50_sd = None
@@ -1310,13 +1327,14 @@ def generate(out: Path) -> None:
 
     assert resnet50_sd is not None
     resnet50 = fresh_model("resnet50", resnet50_sd)
-    for path in image_files():
+    for path in ([] if MODELS_ONLY else image_files()):
         size, peak, gap = make_image_fixture(path, resnet50, out)
         print(f"  image {path.name:22} {size:20} max|logits|={peak:.4f} min top-6 gap={gap:.3e}")
 
     # Both read the weights written above back from their files.
-    make_hf_fixtures(out, common)
-    make_pth_fixtures(out, common)
+    if not MODELS_ONLY:
+        make_hf_fixtures(out, common)
+        make_pth_fixtures(out, common)
     # Shapes and counts only; checks the fixture presets' headers written above.
     make_manifest(out, common)
 
