@@ -17,7 +17,7 @@ benches/requirements.txt):
 Engines (--engines, comma-separated, default all four):
 
     resnet-zoo     the Rust binary: `<bin> bench --arch M --weights W --input I --repeats R
-                   --output O --json`, with RAYON_NUM_THREADS=T
+                   --out O --json`, with RAYON_NUM_THREADS=T
     torch-eager    torchvision model, NCHW, torch.inference_mode()
     torch-compile  the same model in channels_last, torch.compile(model) (default mode); its
                    load_ms includes the warm-up forward, which is where the compile happens
@@ -414,7 +414,7 @@ def engine_command(engine, model_name, batch, args, work: Path) -> list[str]:
             "--weights", str(weights_path(work, model_name)),
             "--input", str(input_path(work, model_name, batch)),
             "--repeats", str(args.repeats),
-            "--output", str(output_path(work, engine, model_name, batch)),
+            "--out", str(output_path(work, engine, model_name, batch)),
             "--json",
         ]  # fmt: skip
     return [

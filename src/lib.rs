@@ -22,6 +22,10 @@
 //! # Ok(()) }
 //! ```
 
+/// The Candle crates this version is built on, so users need no version-matched `candle-core`
+/// line of their own: `use resnet_zoo::candle_core::{DType, Device, Module};`.
+pub use candle_core;
+pub use candle_nn;
 pub use resnet_zoo_hub as hub;
 pub use resnet_zoo_layers as layers;
 pub use resnet_zoo_resnet::{

@@ -44,6 +44,21 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Candle attaches a backtrace to its errors whenever RUST_BACKTRACE is set, and prints it as
+    // part of the message: a usage error would end in a page of stack frames. Errors are reported
+    // by their messages; panics still honour RUST_BACKTRACE, and RUST_LIB_BACKTRACE=1 brings the
+    // errors' backtraces back. Set before any thread exists and before std reads the variable.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
+    // `resnet-zoo list | head`: a closed stdout ends the process quietly, as it does any Unix
+    // tool, instead of `println!` panicking on EPIPE (Rust ignores SIGPIPE by default).
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to the default has no preconditions; it runs before
+    // any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Classify(args) => cli::classify::run(args),

@@ -145,6 +145,24 @@ fn usage_errors_exit_2_with_the_flag_named() {
         let out = run(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert_stderr_has(&out, needle);
+        // The message alone, even when the user asked for backtraces (of panics).
+        let traced = Command::new(env!("CARGO_BIN_EXE_resnet-zoo"))
+            .args(&args)
+            .env("RUST_BACKTRACE", "1")
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap();
+        assert_eq!(
+            traced.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&traced)
+        );
+        let text = stderr(&traced);
+        assert!(
+            !text.to_lowercase().contains("backtrace") && !text.contains("   0: "),
+            "{args:?} with RUST_BACKTRACE=1 printed more than its message:\n{text}"
+        );
     }
 }
 
@@ -197,6 +215,28 @@ fn list_prints_presets_and_pretrained_rows() {
     for w in resnet_zoo::hub::registry::all().unwrap() {
         assert!(text.contains(&w.name), "{} missing:\n{text}", w.name);
     }
+    // --json: one object per row, the same facts.
+    let out = run(&["list", "--json"]);
+    let archs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let archs = archs.as_array().unwrap();
+    assert_eq!(archs.len(), resnet_zoo::preset_names().count());
+    let r50 = archs.iter().find(|a| a["arch"] == "resnet50").unwrap();
+    assert_eq!(r50["params"], 25_557_032);
+    assert_eq!(r50["num_classes"], 1000);
+    let out = run(&["list", "--pretrained", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    let table: Vec<String> = resnet_zoo::hub::registry::all()
+        .unwrap()
+        .iter()
+        .map(|w| w.name.clone())
+        .collect();
+    assert_eq!(names, table);
 }
 
 #[test]
@@ -338,7 +378,7 @@ fn dtype_and_auto_device_flags() {
             "auto",
             "--dtype",
             dtype,
-            "--output",
+            "--out",
             output.to_str().unwrap(),
             "--json",
         ]);
@@ -366,6 +406,23 @@ fn dtype_and_auto_device_flags() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert_stderr_has(&o, "--dtype");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `resnet-zoo list | head -1`: the reader goes away, and the process ends without a panic.
+#[test]
+fn closed_stdout_ends_quietly() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_resnet-zoo"))
+        .args(["list", "--pretrained"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The read end closes at once, long before the process gets to its first line of output.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.is_empty(), "{err}");
 }
 
 /// Writes one tensor under `name` to a .safetensors file.

@@ -20,7 +20,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub input: Option<PathBuf>,
     /// Images per batch of the random input (ignored with --input).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long = "batch-size", alias = "batch", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub batch: u16,
     /// Timed forward passes, after the warm-up ones.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=10000))]
@@ -29,7 +29,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=100))]
     pub warmup: u16,
     /// Write the last pass's output to this .safetensors file (tensor `output`), atomically.
-    #[arg(long)]
+    #[arg(long = "out", alias = "output")]
     pub output: Option<PathBuf>,
     /// One JSON line instead of text.
     #[arg(long)]
@@ -136,9 +136,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 .map(|(k, v)| (k.as_str(), *v)),
             None,
         )
-        .with_context(|| format!("--output {}", path.display()))?;
+        .with_context(|| format!("--out {}", path.display()))?;
         resnet_zoo::hub::atomic::write(path, &bytes)
-            .with_context(|| format!("--output {}: writing failed", path.display()))?;
+            .with_context(|| format!("--out {}: writing failed", path.display()))?;
     }
     let mut sorted = times_ms.clone();
     sorted.sort_by(f64::total_cmp);
