@@ -2,8 +2,9 @@
 //! (`conv2d_fused`, im2col + `gemm`) against the NCHW8c direct kernels, with and without the
 //! layout conversions, next to this machine's measured FMA peak.
 //!
-//! `cargo bench -p resnet-zoo-layers --bench nchwc` (env: `NCHWC_BATCHES=1,8`, `NCHWC_MAX_LOAD=0.5`
-//! and `NCHWC_WAIT_S=600`: how quiet the machine must be before measuring, and how long to wait).
+//! `cargo bench -p resnet-zoo-layers --bench nchwc` (env: `NCHWC_BATCHES=1,8`, `NCHWC_FILTER=3x3`
+//! to run some layers only, `NCHWC_MAX_LOAD=0.5` and `NCHWC_WAIT_S=600`: how quiet the machine must
+//! be before measuring, and how long to wait at most).
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
@@ -156,6 +157,8 @@ fn main() {
         .split(',')
         .filter_map(|b| b.trim().parse().ok())
         .collect();
+    // Only the convolutions whose name ("512->512 3x3/2 @14") contains this.
+    let filter = std::env::var("NCHWC_FILTER").unwrap_or_default();
     let threads = rayon::current_num_threads();
     let isa = Isa::detect();
     let load_start = load();
@@ -189,6 +192,10 @@ fn main() {
         let mut t_new = [0.0; 2];
         let (mut t_conv, mut flops) = (0.0, 0.0);
         for &(c, o, k, s, side, count) in &SHAPES {
+            let name = format!("{c}->{o} {k}x{k}/{s} @{side}");
+            if !name.contains(&filter) {
+                continue;
+            }
             let pad = k / 2;
             let x = Tensor::randn(0f32, 1., (n, c, side, side), &dev).unwrap();
             let w = (Tensor::randn(0f32, 1., (o, c, k, k), &dev).unwrap() * 0.05).unwrap();
@@ -270,7 +277,7 @@ fn main() {
                 std::hint::black_box(y.to_nchw());
             });
             println!(
-                "| {c}->{o} {k}x{k}/{s} @{side} | {count} | {:.1} ({:.0}%) | {} | {} | {:.1} | {:.2}x | {err:.1e} |",
+                "| {name} | {count} | {:.1} ({:.0}%) | {} | {} | {:.1} | {:.2}x | {err:.1e} |",
                 gf(a),
                 100.0 * gf(a) / peak_old,
                 cells[0],
