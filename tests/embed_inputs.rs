@@ -204,6 +204,18 @@ fn similar_reads_only_bounded_regular_files() {
         &bad,
         "weights-fifo.safetensors, which is a FIFO (named pipe)",
     );
+    // ... or 5 GB of weights (sparse): refused from its size by the weights loader.
+    let big = dir.join("big.safetensors");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(5 << 30)
+        .unwrap();
+    named
+        .meta
+        .insert("weights".into(), big.display().to_string());
+    named.write(&bad).unwrap();
+    refused(&bad, "big.safetensors is 5368709120 bytes, over the limit");
+    std::fs::remove_file(&big).unwrap();
     index.embeddings.truncate(8);
     index.dim = 8;
     index.write(&bad).unwrap();
