@@ -9,7 +9,7 @@ mod torch_pth;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use candle_core::{DType, Device};
 use resnet_zoo::hub::{self, LoadError};
@@ -251,10 +251,12 @@ fn deep_nesting_is_refused_without_overflowing_the_stack() {
 
 #[test]
 fn shared_storage_is_read_once() {
-    // 1000 tensors, each a 4096-element slice of one 16 MiB storage (a model saved as views of one
-    // flat buffer). Read once per tensor, that was 16 GB of reading and CRC checks.
+    // 20,000 tensors, each a 1024-element slice of one 80 MiB storage (a model saved as views of
+    // one flat buffer). Read once: 80 MiB. Read once per tensor, as before: 1.6 TB of reading
+    // and CRC checks, hours, which the 60 s hang guard turns into a failure (no speed assertion:
+    // the margin is a factor of thousands).
     let dir = temp_dir("shared");
-    let (n, len) = (1000usize, 4096usize);
+    let (n, len) = (20_000usize, 1024usize);
     let storage = f32_storage(n * len);
     let names: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
     let offsets: Vec<i64> = (0..n).map(|i| (i * len) as i64).collect();
@@ -264,23 +266,20 @@ fn shared_storage_is_read_once() {
             key: "flat",
             numel: (n * len) as i64,
             offset: offsets[i],
-            shape: &[64, 64],
-            stride: &[64, 1],
+            shape: &[32, 32],
+            stride: &[32, 1],
         })
         .collect();
     let bytes = pth(&state_dict(&entries), &[("flat", &storage)]);
     let path = dir.join("flat.pth");
     std::fs::write(&path, &bytes).unwrap();
-    let start = Instant::now();
     let tensors = within(60, "flat.pth", move || hub::read_pth(&path, None).unwrap());
-    let took = start.elapsed();
     assert_eq!(tensors.len(), n);
     for (i, t) in tensors.iter().enumerate() {
         assert_eq!(t.name, names[i]);
-        assert_eq!(t.shape, vec![64, 64]);
+        assert_eq!(t.shape, vec![32, 32]);
         assert_eq!(t.data, storage[i * len * 4..(i + 1) * len * 4]);
     }
-    assert!(took < Duration::from_secs(3), "took {took:?}");
 }
 
 #[test]
