@@ -313,20 +313,36 @@ fn killed_run_resumes_to_the_same_file() {
 #[test]
 fn similar_finds_the_query_itself() {
     let root = corpus("similar", 1);
-    let index = root.parent().unwrap().join("index.safetensors");
-    let o = run({
-        let mut c = embed(&["--normalize", "--out"]);
-        c.arg(&index).arg(&root);
-        c
-    });
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    let query = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/images/rocket_tall.jpg");
+    let dir = root.parent().unwrap().to_path_buf();
+    // The index records the weights' path; the file then moves, and --weights says where to.
+    let weights = dir.join("weights.safetensors");
+    std::fs::copy(common::fixture("resnet18.safetensors"), &weights).unwrap();
+    let index = dir.join("index.safetensors");
     let o = Command::new(env!("CARGO_BIN_EXE_resnet-zoo"))
-        .args(["similar", "--top-k", "3", "--index"])
+        .args(["embed", "--arch", "resnet18", "--normalize", "--weights"])
+        .arg(&weights)
+        .arg("--out")
         .arg(&index)
-        .arg(&query)
+        .arg(&root)
         .output()
         .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let moved = dir.join("moved.safetensors");
+    std::fs::rename(&weights, &moved).unwrap();
+    let query = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/images/rocket_tall.jpg");
+    let similar = |more: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_resnet-zoo"))
+            .args(["similar", "--top-k", "3", "--index"])
+            .arg(&index)
+            .args(more)
+            .arg(&query)
+            .output()
+            .unwrap()
+    };
+    let o = similar(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("weights.safetensors"), "{}", stderr(&o));
+    let o = similar(&["--weights", moved.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = String::from_utf8(o.stdout).unwrap();
     let first = text.lines().nth(1).unwrap();
@@ -334,4 +350,16 @@ fn similar_finds_the_query_itself() {
     assert!(path.ends_with("rocket_tall.jpg"), "{text}");
     assert!(score.parse::<f32>().unwrap() > 0.9999, "{text}");
     assert_eq!(text.lines().count(), 4, "{text}");
+    // --json: the same answer as data.
+    let o = similar(&["--weights", moved.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let matches = v[0]["matches"].as_array().unwrap();
+    assert_eq!(matches.len(), 3);
+    assert!(matches[0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("rocket_tall.jpg"));
+    assert!(matches[0]["score"].as_f64().unwrap() > 0.9999, "{v}");
+    assert!(v[0]["query"].as_str().unwrap().ends_with("rocket_tall.jpg"));
 }

@@ -160,13 +160,14 @@ pub fn load_rgb(path: impl AsRef<Path>, limits: &ImageLimits) -> Result<Rgb8, Im
         });
     }
     // A regular file only, read up to its stat'ed size: a FIFO or /dev/zero must not hang.
-    let bytes = crate::fsread::read_regular(path, u64::MAX).map_err(|e| ImageError::Io {
-        path: path.to_path_buf(),
-        source: match e {
-            crate::fsread::ReadError::Io(source) => source,
-            other => std::io::Error::new(std::io::ErrorKind::InvalidInput, other.to_string()),
-        },
-    })?;
+    let bytes =
+        crate::fsread::read_regular(path, limits.max_file_bytes).map_err(|e| ImageError::Io {
+            path: path.to_path_buf(),
+            source: match e {
+                crate::fsread::ReadError::Io(source) => source,
+                other => std::io::Error::new(std::io::ErrorKind::InvalidInput, other.to_string()),
+            },
+        })?;
     decode_rgb(&bytes, path, limits)
 }
 

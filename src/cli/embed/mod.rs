@@ -106,9 +106,17 @@ pub struct SimilarArgs {
     /// Never use the network (also HF_HUB_OFFLINE=1).
     #[arg(long)]
     pub offline: bool,
-    /// cpu, cuda[:N] or metal.
-    #[arg(long, default_value = "cpu")]
+    /// The weights file the index was embedded with, where it is now (if it moved since `embed`
+    /// recorded its path); its architecture is still the index's.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// auto (CUDA if built in and present, then Metal, then the CPU), cpu, cuda[:N] or metal[:N].
+    #[arg(long, default_value = "auto")]
     pub device: String,
+    /// One JSON array instead of text: `{"query", "matches": [{"path", "score"}]}` per query,
+    /// `{"query", "error"}` for a query that could not be read.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {

@@ -14,9 +14,24 @@ use crate::cli::model::ModelArgs;
 pub fn similar(args: &SimilarArgs) -> anyhow::Result<ExitCode> {
     let index = EmbeddingIndex::read(&args.index)?;
     let field = |k: &str| index.meta.get(k).filter(|v| !v.is_empty()).cloned();
-    // The index names the weights to load: only a regular file is opened (a FIFO or a device
-    // named there would block or never end), and the loader bounds its size.
-    if let Some(weights) = field("weights") {
+    // The index names the weights to load (or --weights, where they are now): only a regular
+    // file is opened (a FIFO or a device named there would block or never end), and the loader
+    // bounds its size.
+    let weights = match &args.weights {
+        Some(path) => {
+            if field("weights").is_none() {
+                bail!(
+                    "--weights: {} was embedded with the pretrained {}, not a weights file; \
+                     leave --weights out",
+                    args.index.display(),
+                    field("model").unwrap_or_else(|| "model".into())
+                );
+            }
+            Some(path.display().to_string())
+        }
+        None => field("weights"),
+    };
+    if let Some(weights) = &weights {
         if let Ok(meta) = std::fs::metadata(&weights) {
             if !meta.is_file() {
                 bail!(
@@ -30,8 +45,8 @@ pub fn similar(args: &SimilarArgs) -> anyhow::Result<ExitCode> {
     }
     let model = ModelArgs {
         model: field("model"),
-        arch: field("weights").and(field("arch")),
-        weights: field("weights").map(PathBuf::from),
+        arch: weights.as_ref().and(field("arch")),
+        weights: args.weights.clone().or_else(|| weights.map(PathBuf::from)),
         offline: args.offline,
         device: args.device.clone(),
         dtype: crate::cli::model::RunDType::F32,
@@ -54,18 +69,34 @@ pub fn similar(args: &SimilarArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let mut failed = 0;
+    let mut results = Vec::new();
     for query in &args.queries {
         let decoded = decode_chunk(std::slice::from_ref(query), &loaded);
         let rows = embed_chunk(decoded, &loaded, 1, false)?;
         if let Some(f) = rows.failed.first() {
             eprintln!("error: {}", f.error);
             failed += 1;
+            results.push(serde_json::json!({"query": escape_path(query), "error": f.error}));
+            continue;
+        }
+        let nearest = index.nearest(rows.row(0), args.top_k as usize);
+        if args.json {
+            let matches: Vec<_> = nearest
+                .iter()
+                .map(|&(row, score)| {
+                    serde_json::json!({"path": escape_path(&index.paths[row]), "score": score})
+                })
+                .collect();
+            results.push(serde_json::json!({"query": escape_path(query), "matches": matches}));
             continue;
         }
         println!("{}", escape_path(query));
-        for (row, score) in index.nearest(rows.row(0), args.top_k as usize) {
+        for (row, score) in nearest {
             println!("  {score:.4}  {}", escape_path(&index.paths[row]));
         }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
     }
     Ok(if failed > 0 {
         ExitCode::from(1)
