@@ -425,6 +425,60 @@ fn closed_stdout_ends_quietly() {
     assert!(err.is_empty(), "{err}");
 }
 
+/// A 10-class CIFAR head prints class numbers (and says why), not ImageNet names; `--labels` names
+/// them, and a file with the wrong number of lines is refused naming it and both counts.
+#[test]
+fn labels_follow_the_models_classes() {
+    let resnet20 = common::fixture("resnet20.safetensors");
+    let img = image("chelsea.jpg");
+    let classify = |more: &[&str]| {
+        let mut args = vec!["classify", "--arch", "resnet20", "--weights"];
+        args.push(resnet20.to_str().unwrap());
+        args.extend_from_slice(more);
+        args.push(&img);
+        run(&args)
+    };
+    let o = classify(&["--json", "--top-k", "10"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_stderr_has(&o, "has 10 classes, not ImageNet's 1000");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let top = v[0]["top"].as_array().unwrap();
+    assert_eq!(top.len(), 10);
+    for p in top {
+        assert_eq!(p["label"], format!("class {}", p["index"]), "{v}");
+    }
+    let dir = std::env::temp_dir().join(format!("resnet-zoo-cli-labels-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let names = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ];
+    let good = dir.join("cifar10.txt");
+    std::fs::write(&good, names.join("\n") + "\n").unwrap();
+    let o = classify(&["--json", "--labels", good.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("note:"), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for p in v[0]["top"].as_array().unwrap() {
+        let i = p["index"].as_u64().unwrap() as usize;
+        assert_eq!(p["label"], names[i], "{v}");
+    }
+    let short = dir.join("short.txt");
+    std::fs::write(&short, "cat\ndog\n").unwrap();
+    let o = classify(&["--labels", short.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_stderr_has(&o, "short.txt: 2 lines, but the model has 10 classes");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Writes one tensor under `name` to a .safetensors file.
 fn save_one(path: &Path, name: &str, t: &candle_core::Tensor) {
     candle_core::safetensors::save(

@@ -28,6 +28,10 @@ pub struct ClassifyArgs {
     /// Print one JSON array, an element per image, instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Class names, one per line in class order (as many lines as the model has classes)
+    /// [default: ImageNet's for a 1000-class model, `class N` otherwise].
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
     /// Image files to classify.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
@@ -51,6 +55,21 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     if let Some(c) = args.crop {
         preprocess.crop_size = c.into();
     }
+    let labels = match &args.labels {
+        Some(path) => Some(read_labels(path, loaded.model.config().num_classes)?),
+        None => {
+            match loaded.model.config().num_classes {
+                Some(1000) => {}
+                Some(n) => eprintln!(
+                    "note: {} has {n} classes, not ImageNet's 1000: printing class numbers \
+                     (give --labels FILE, one name per line, for names)",
+                    loaded.name
+                ),
+                None => {}
+            }
+            None
+        }
+    };
     let device = loaded.model.device().clone();
     let mut results: Vec<ImageResult> = Vec::with_capacity(args.images.len());
     for chunk in args.images.chunks(args.batch_size.into()) {
@@ -81,7 +100,7 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
         if inputs.is_empty() {
             continue;
         }
-        let tops = classify(&loaded.model, &inputs, args.top_k.into())
+        let tops = classify(&loaded.model, &inputs, args.top_k.into(), labels.as_deref())
             .with_context(|| format!("running {}", loaded.name))?;
         for (slot, top) in slots.into_iter().zip(tops) {
             results[slot].top = Some(top);
@@ -113,4 +132,42 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--labels FILE`: one name per line (a trailing empty line ignored), exactly one per class.
+fn read_labels(path: &std::path::Path, classes: Option<usize>) -> anyhow::Result<Vec<String>> {
+    let usage = |msg: String| anyhow::Error::from(super::Usage(msg));
+    let Some(classes) = classes else {
+        return Err(usage(format!(
+            "--labels {}: the model has no classifier to label",
+            path.display()
+        )));
+    };
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("--labels {}: cannot read the labels file", path.display()))?;
+    // A label file is a few kB; refuse what cannot be one before reading it.
+    if !meta.is_file() || meta.len() > 16 << 20 {
+        return Err(usage(format!(
+            "--labels {}: not a text file of class names (a regular file of at most 16 MiB)",
+            path.display()
+        )));
+    }
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "--labels {}: cannot read it as UTF-8 text, one class name per line",
+            path.display()
+        )
+    })?;
+    let labels: Vec<String> = text
+        .lines()
+        .map(|l| l.trim_end_matches('\r').to_string())
+        .collect();
+    if labels.len() != classes {
+        return Err(usage(format!(
+            "--labels {}: {} lines, but the model has {classes} classes; give one name per line, in class order",
+            path.display(),
+            labels.len()
+        )));
+    }
+    Ok(labels)
 }
