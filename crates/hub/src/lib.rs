@@ -28,6 +28,8 @@
 //! [`ResNetConfig`]: resnet_zoo_resnet::ResNetConfig
 
 pub mod atomic;
+// Without `download` only the cache's lookups are used; its writers serve the downloader.
+#[cfg_attr(not(feature = "download"), allow(dead_code))]
 pub mod cache;
 #[cfg(feature = "download")]
 pub mod download;
