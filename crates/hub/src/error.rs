@@ -205,7 +205,7 @@ pub enum HubError {
     /// `--model` names no row of the weights table.
     #[error("unknown model '{name}'{suggestion}; `resnet-zoo list --pretrained` shows every name")]
     UnknownModel { name: String, suggestion: String },
-    /// A row of the weights table is invalid (a bug in `weights/registry.toml`).
+    /// A row of the weights table is invalid (a bug in the crate's `registry.toml`).
     #[error("weights table row {row}: {reason}")]
     Registry { row: String, reason: String },
     /// A repository id, revision or file name that is not safe to use as a path.

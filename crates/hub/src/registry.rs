@@ -1,4 +1,5 @@
-//! The pretrained-weights table (`weights/registry.toml`, compiled in): one row per `arch.tag`.
+//! The pretrained-weights table (`crates/hub/registry.toml`, compiled in; `weights/registry.toml` is a
+//! link to it): one row per `arch.tag`.
 
 use std::str::FromStr;
 use std::sync::LazyLock;
@@ -106,7 +107,7 @@ struct Table {
 }
 
 static TABLE: LazyLock<Result<Vec<WeightsInfo>, String>> = LazyLock::new(|| {
-    toml::from_str::<Table>(include_str!("../../../weights/registry.toml"))
+    toml::from_str::<Table>(include_str!("../registry.toml"))
         .map(|t| t.weights)
         .map_err(|e| e.to_string())
 });
@@ -114,7 +115,7 @@ static TABLE: LazyLock<Result<Vec<WeightsInfo>, String>> = LazyLock::new(|| {
 /// Every row of the weights table, in file order.
 pub fn all() -> Result<&'static [WeightsInfo], HubError> {
     TABLE.as_deref().map_err(|e| HubError::Registry {
-        row: "weights/registry.toml".into(),
+        row: "registry.toml (resnet-zoo-hub)".into(),
         reason: e.clone(),
     })
 }
