@@ -479,6 +479,75 @@ fn labels_follow_the_models_classes() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A local file takes its arch's default weights row's recipe (timm's bicubic 235 for resnet50d,
+/// not torchvision's V1); `--preprocess TAG` and the single-value flags override it, and
+/// `--verbose` and the JSON say which recipe ran and why.
+#[test]
+fn local_weights_get_their_arch_recipe() {
+    let img = image("chelsea.jpg");
+    let classify = |arch: &str, more: &[&str]| {
+        let file = common::fixture(&format!("{arch}.safetensors"));
+        let mut args = vec!["classify", "--arch", arch, "--weights"];
+        args.push(file.to_str().unwrap());
+        args.extend_from_slice(more);
+        args.push(&img);
+        let owned: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+        run(&refs)
+    };
+    let o = classify("resnet50d", &["--verbose", "--top-k", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_stderr_has(
+        &o,
+        "preprocessing: resize 235 bicubic, crop 224, mean [0.485, 0.456, 0.406], std [0.229, 0.224, 0.225] \
+         (from weights row resnet50d.a1_in1k (the default of arch resnet50d))",
+    );
+    let o = classify(
+        "resnet18",
+        &[
+            "--json",
+            "--preprocess",
+            "a1_in1k",
+            "--resize",
+            "240",
+            "--mean",
+            "0.5,0.5,0.5",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let p = &v[0]["preprocess"];
+    assert_eq!(p["resize"], 240, "{p}");
+    assert_eq!(p["crop"], 224, "{p}");
+    assert_eq!(p["interpolation"], "bicubic", "{p}");
+    assert_eq!(p["mean"], serde_json::json!([0.5, 0.5, 0.5]), "{p}");
+    assert_eq!(
+        p["source"],
+        "weights row resnet18.a1_in1k (--preprocess), with --resize 240, --mean"
+    );
+    // The recipe changes the answer: torchvision's own recipe gives other probabilities.
+    let tv = classify("resnet18", &["--json"]);
+    let tv: serde_json::Value = serde_json::from_slice(&tv.stdout).unwrap();
+    assert_eq!(tv[0]["preprocess"]["resize"], 256);
+    assert_ne!(
+        tv[0]["top"][0]["probability"],
+        v[0]["top"][0]["probability"]
+    );
+    for (more, needle) in [
+        (
+            &["--preprocess", "xx_in1k"][..],
+            "--preprocess: unknown model",
+        ),
+        (&["--mean", "0.5,0.5"][..], "--mean"),
+        (&["--std", "0,1,1"][..], "--std"),
+        (&["--interpolation", "nearest"][..], "--interpolation"),
+    ] {
+        let o = classify("resnet18", more);
+        assert_eq!(o.status.code(), Some(2), "{more:?}: {}", stderr(&o));
+        assert_stderr_has(&o, needle);
+    }
+}
+
 /// Writes one tensor under `name` to a .safetensors file.
 fn save_one(path: &Path, name: &str, t: &candle_core::Tensor) {
     candle_core::safetensors::save(

@@ -16,18 +16,15 @@ pub struct ClassifyArgs {
     /// Number of classes to print per image.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub top_k: u16,
-    /// Shorter side after resizing [default: the weights' own, e.g. 232 for tv2, 256 for tv].
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
-    pub resize: Option<u16>,
-    /// Side of the center crop fed to the model [default: the weights' own, 224].
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
-    pub crop: Option<u16>,
     /// Images per forward pass.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub batch_size: u16,
     /// Print one JSON array, an element per image, instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Say on stderr which model and preprocessing recipe run (and where the recipe came from).
+    #[arg(long, short)]
+    pub verbose: bool,
     /// Class names, one per line in class order (as many lines as the model has classes)
     /// [default: ImageNet's for a 1000-class model, `class N` otherwise].
     #[arg(long)]
@@ -44,16 +41,17 @@ struct ImageResult {
     top: Option<Vec<Prediction>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// The recipe the image went through (the same for every image of a run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preprocess: Option<serde_json::Value>,
 }
 
 pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     let loaded = args.model.load()?;
-    let mut preprocess = loaded.preprocess;
-    if let Some(r) = args.resize {
-        preprocess.resize_size = r.into();
-    }
-    if let Some(c) = args.crop {
-        preprocess.crop_size = c.into();
+    let preprocess = loaded.preprocess.clone();
+    if args.verbose {
+        eprintln!("model: {} ({})", loaded.name, loaded.arch);
+        eprintln!("preprocessing: {}", loaded.recipe.describe());
     }
     let labels = match &args.labels {
         Some(path) => Some(read_labels(path, loaded.model.config().num_classes)?),
@@ -88,12 +86,14 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
                         image,
                         top: None,
                         error: None,
+                        preprocess: None,
                     });
                 }
                 Err(e) => results.push(ImageResult {
                     image,
                     top: None,
                     error: Some(super::error_chain(e.as_ref())),
+                    preprocess: None,
                 }),
             }
         }
@@ -108,6 +108,10 @@ pub fn run(args: &ClassifyArgs) -> anyhow::Result<ExitCode> {
     }
     let failed = results.iter().filter(|r| r.error.is_some()).count();
     if args.json {
+        let recipe = loaded.recipe.to_json();
+        for r in results.iter_mut().filter(|r| r.top.is_some()) {
+            r.preprocess = Some(recipe.clone());
+        }
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
         for r in &results {

@@ -7,6 +7,7 @@ pub mod embed;
 pub mod info;
 pub mod list;
 pub mod model;
+pub mod recipe;
 
 /// A usage error (bad flag value, unknown name): exit code 2, like clap's own.
 #[derive(Debug)]

@@ -9,7 +9,16 @@ use resnet_zoo::hub::{self, WeightsInfo};
 use resnet_zoo::transforms::Preprocess;
 use resnet_zoo::{ResNet, ResNetConfig};
 
+use super::recipe::{self, Recipe, RecipeArgs};
 use super::Usage;
+
+/// A weights row's own recipe.
+fn row_recipe(info: &WeightsInfo) -> Recipe {
+    Recipe {
+        preprocess: info.preprocess(),
+        source: format!("weights row {}", info.name),
+    }
+}
 
 #[derive(clap::Args, Debug)]
 pub struct ModelArgs {
@@ -36,6 +45,8 @@ pub struct ModelArgs {
     /// Load weights even if some hold NaN or infinite values (refused by default, naming them).
     #[arg(long)]
     pub allow_non_finite: bool,
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
 }
 
 /// The dtypes a model can run in from the command line.
@@ -60,6 +71,8 @@ impl From<RunDType> for DType {
 pub struct Loaded {
     pub model: ResNet,
     pub preprocess: Preprocess,
+    /// Where `preprocess` came from (`--verbose`, JSON): the weights row, `--preprocess`, overrides.
+    pub recipe: Recipe,
     /// The weights' name for messages: `resnet50.tv2_in1k` or the file path.
     pub name: String,
     /// Preset name of the architecture.
@@ -134,7 +147,8 @@ impl ModelArgs {
                     hub::registry::find(name).map_err(|e| usage(format!("--model: {e}")))?;
                 let cfg = shape(info.config()?);
                 let model = hub::load_safetensors_with(path, &cfg, dtype, &device, options)?;
-                Ok(Loaded { model, preprocess: info.preprocess(), name: info.name.clone(), arch: info.arch.clone() })
+                let recipe = self.recipe.resolve(&info.arch, row_recipe(info))?;
+                Ok(Loaded { model, preprocess: recipe.preprocess.clone(), recipe, name: info.name.clone(), arch: info.arch.clone() })
             }
             #[cfg(not(feature = "download"))]
             (Some(name), _, None) => {
@@ -157,14 +171,18 @@ impl ModelArgs {
                     options,
                     &mut progress_bar(name),
                 )?;
-                Ok(Loaded { model, preprocess: info.preprocess(), name: info.name.clone(), arch: info.arch.clone() })
+                let recipe = self.recipe.resolve(&info.arch, row_recipe(info))?;
+                Ok(Loaded { model, preprocess: recipe.preprocess.clone(), recipe, name: info.name.clone(), arch: info.arch.clone() })
             }
             (None, Some(arch), Some(path)) => {
                 let cfg = ResNetConfig::preset(arch).map_err(|e| usage(format!("--arch: {e}")))?;
+                let input = cfg.default_input_size();
                 let model = hub::load_safetensors_with(path, &shape(cfg), dtype, &device, options)?;
+                let recipe = self.recipe.resolve(arch, recipe::for_local_file(arch, input))?;
                 Ok(Loaded {
                     model,
-                    preprocess: Preprocess::imagenet_v1(),
+                    preprocess: recipe.preprocess.clone(),
+                    recipe,
                     name: path.display().to_string(),
                     arch: arch.clone(),
                 })

@@ -32,7 +32,7 @@ pub fn similar(args: &SimilarArgs) -> anyhow::Result<ExitCode> {
         None => field("weights"),
     };
     if let Some(weights) = &weights {
-        if let Ok(meta) = std::fs::metadata(&weights) {
+        if let Ok(meta) = std::fs::metadata(weights) {
             if !meta.is_file() {
                 bail!(
                     "{} names the weights {weights}, which is {}, not a weights file; \
@@ -51,6 +51,7 @@ pub fn similar(args: &SimilarArgs) -> anyhow::Result<ExitCode> {
         device: args.device.clone(),
         dtype: crate::cli::model::RunDType::F32,
         allow_non_finite: false,
+        recipe: Default::default(),
     };
     let loaded = model.load_as(true).with_context(|| {
         format!(
