@@ -38,3 +38,29 @@ pub mod alloc;
 pub mod classify;
 pub mod device;
 pub mod index;
+
+/// The Rust snippets of the README and docs/, compiled (and run unless marked `no_run`) by
+/// `cargo test --doc`, so the documentation cannot drift from the API. resnet-zoo-hub and
+/// resnet-zoo-resnet test their own READMEs; resnet-zoo-layers' is tested here.
+#[cfg(doctest)]
+pub mod doc_snippets {
+    // These two load pretrained weights by name (feature `download`).
+    #[cfg(feature = "download")]
+    #[doc = include_str!("../README.md")]
+    pub struct Readme;
+    #[doc = include_str!("../docs/architecture.md")]
+    pub struct Architecture;
+    #[cfg(feature = "download")]
+    #[doc = include_str!("../docs/backbone.md")]
+    pub struct Backbone;
+    #[doc = include_str!("../docs/cache.md")]
+    pub struct Cache;
+    #[doc = include_str!("../docs/errors.md")]
+    pub struct Errors;
+    #[doc = include_str!("../docs/performance.md")]
+    pub struct Performance;
+    #[doc = include_str!("../docs/weights.md")]
+    pub struct Weights;
+    #[doc = include_str!("../crates/layers/README.md")]
+    pub struct LayersReadme;
+}

@@ -108,3 +108,8 @@ pub fn load_pretrained_with(
     let model = load_safetensors_with(&path, &cfg, dtype, device, load)?;
     Ok((model, info))
 }
+
+/// The examples of this crate's README.md, compiled by `cargo test --doc` (they download).
+#[cfg(all(doctest, feature = "download"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -38,3 +38,8 @@ pub use block::{BasicBlock, Block, Bottleneck, PreActBottleneck};
 pub use config::{BlockKind, NormKind, ResNetConfig, ShortcutKind, Stem, StridePlacement};
 pub use model::{FeatureInfo, ResNet, Stage};
 pub use presets::{preset_names, PRESETS};
+
+/// The examples of this crate's README.md, compiled (and run unless `no_run`) by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
