@@ -548,6 +548,35 @@ fn local_weights_get_their_arch_recipe() {
     }
 }
 
+/// Without network (or with --offline and an empty cache) the error says how to run anyway: the
+/// file's URL, once, and `--weights FILE`.
+#[test]
+fn download_failures_name_the_offline_way() {
+    let img = image("chelsea.jpg");
+    let cache = std::env::temp_dir().join(format!("resnet-zoo-cli-nonet-{}", std::process::id()));
+    let url = "http://127.0.0.1:9/timm/resnet50.tv2_in1k/resolve/main/model.safetensors";
+    for offline in [false, true] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_resnet-zoo"));
+        cmd.args(["classify", "--model", "resnet50.tv2_in1k"])
+            .arg(&img)
+            .env("HF_ENDPOINT", "http://127.0.0.1:9")
+            .env("HF_HUB_CACHE", &cache)
+            .env("RESNET_ZOO_HUB_TIMEOUT", "5")
+            .env_remove("HF_HUB_OFFLINE");
+        if offline {
+            cmd.arg("--offline");
+        }
+        let o = cmd.output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("--model resnet50.tv2_in1k --weights FILE"),
+            "{err}"
+        );
+        assert_eq!(err.matches(url).count(), 1, "the URL once:\n{err}");
+    }
+}
+
 /// Writes one tensor under `name` to a .safetensors file.
 fn save_one(path: &Path, name: &str, t: &candle_core::Tensor) {
     candle_core::safetensors::save(

@@ -246,12 +246,17 @@ fn hostile_headers_never_become_paths() {
 
 #[test]
 fn stalled_server_times_out_in_seconds() {
+    // A stalled answer is given up after the timeout, as the message says, not twice that.
     let (err, elapsed) = failing_fetch(
         "stall-h",
         Fault::StallHeaders(Duration::from_secs(8)),
-        Duration::from_secs(1),
+        Duration::from_secs(2),
     );
-    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}: {err}");
+    assert!(
+        elapsed < Duration::from_millis(3500),
+        "took {elapsed:?}: {err}"
+    );
+    assert!(err.to_string().contains("no data for 2 s"), "{err}");
     let (err, elapsed) = failing_fetch(
         "stall-b",
         Fault::StallBody(Duration::from_secs(8)),

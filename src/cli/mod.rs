@@ -36,5 +36,39 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         last = text;
         source = cause.source();
     }
+    collapse_repeats(&out)
+}
+
+/// `... for url (U) (U): ...` -> `... for url (U): ...`: HTTP errors name their URL once per layer.
+fn collapse_repeats(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('(') {
+        let Some(len) = rest[open..].find(')') else {
+            break;
+        };
+        let group = &rest[open..=open + len];
+        out.push_str(&rest[..=open + len]);
+        rest = &rest[open + len + 1..];
+        while let Some(after) = rest.strip_prefix(' ').and_then(|r| r.strip_prefix(group)) {
+            rest = after;
+        }
+    }
+    out.push_str(rest);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn repeated_parentheses_collapse() {
+        let text =
+            "error sending request for url (https://h/x) (https://h/x): client error (Connect)";
+        assert_eq!(
+            super::collapse_repeats(text),
+            "error sending request for url (https://h/x): client error (Connect)"
+        );
+        assert_eq!(super::collapse_repeats("a (b) (c) (c"), "a (b) (c) (c");
+        assert_eq!(super::collapse_repeats("no parens"), "no parens");
+    }
 }

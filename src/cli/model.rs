@@ -12,6 +12,38 @@ use resnet_zoo::{ResNet, ResNetConfig};
 use super::recipe::{self, Recipe, RecipeArgs};
 use super::Usage;
 
+/// A download that failed (or was not allowed) gets the way to run without one: the file itself.
+#[cfg(feature = "download")]
+fn offline_hint(e: hub::HubError, name: &str, endpoint: &str) -> anyhow::Error {
+    use hub::HubError as H;
+    match &e {
+        H::NotCached { .. }
+        | H::Http { .. }
+        | H::Timeout { .. }
+        | H::TooSlow { .. }
+        | H::DeadlineExceeded { .. } => {
+            let message = super::error_chain(&e);
+            let url = hub::registry::find(name)
+                .map(|w| {
+                    let base = endpoint.trim_end_matches('/');
+                    format!("{base}/{}/resolve/{}/{}", w.repo, w.revision, w.file)
+                })
+                .unwrap_or_default();
+            // The URL once: HTTP errors already name it.
+            let what = if message.contains(&url) {
+                "the file".to_string()
+            } else {
+                url
+            };
+            anyhow::anyhow!(
+                "{message}\nhint: without network access, fetch {what} another way and run with \
+                 --model {name} --weights FILE (the row's preprocessing is kept)"
+            )
+        }
+        _ => e.into(),
+    }
+}
+
 /// A weights row's own recipe.
 fn row_recipe(info: &WeightsInfo) -> Recipe {
     Recipe {
@@ -170,7 +202,8 @@ impl ModelArgs {
                     &hub_options,
                     options,
                     &mut progress_bar(name),
-                )?;
+                )
+                .map_err(|e| offline_hint(e, name, &hub_options.endpoint))?;
                 let recipe = self.recipe.resolve(&info.arch, row_recipe(info))?;
                 Ok(Loaded { model, preprocess: recipe.preprocess.clone(), recipe, name: info.name.clone(), arch: info.arch.clone() })
             }

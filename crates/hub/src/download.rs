@@ -263,6 +263,16 @@ impl Client {
     }
 
     fn http_error(&self, e: hf_hub::HFError) -> HubError {
+        // reqwest's own read or connect timeout is the same event as ours: no data in time.
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(c) = cause {
+            if c.downcast_ref::<reqwest::Error>()
+                .is_some_and(reqwest::Error::is_timeout)
+            {
+                return self.timed_out();
+            }
+            cause = c.source();
+        }
         let hint = match &e {
             hf_hub::HFError::AuthRequired { .. } | hf_hub::HFError::Forbidden { .. } => {
                 " (gated or private repositories need HF_TOKEN)"
@@ -295,6 +305,9 @@ impl Client {
         }
     }
 
+    /// The answer to a request (its status and headers) must come within the timeout, retries of
+    /// quick failures included, so "no data for 30 s" is what the user waited (it was 60 s: a
+    /// stalled request was retried under a doubled limit).
     fn timed_out(&self) -> HubError {
         HubError::Timeout {
             target: format!("{}/{}", self.repo, self.file),
@@ -318,7 +331,7 @@ impl Client {
             .filepath(self.file.clone())
             .revision(revision)
             .send();
-        let meta = tokio::time::timeout(self.timeout * 2, request)
+        let meta = tokio::time::timeout(self.timeout, request)
             .await
             .map_err(|_| self.timed_out())?
             .map_err(|e| self.http_error(e))?;
@@ -357,7 +370,7 @@ impl Client {
             .filename(self.file.clone())
             .revision(remote.commit.clone())
             .send();
-        let (_, stream) = tokio::time::timeout(self.timeout * 2, request)
+        let (_, stream) = tokio::time::timeout(self.timeout, request)
             .await
             .map_err(|_| self.timed_out())?
             .map_err(|e| self.http_error(e))?;
