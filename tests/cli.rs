@@ -182,7 +182,8 @@ fn model_failures_exit_1_with_the_file_named() {
     let err = stderr(&out);
     assert!(
         err.contains("does not match architecture resnet34")
-            && err.contains("the file matches resnet18"),
+            && err.contains("the file matches resnet18")
+            && err.contains("(on the command line: --arch resnet18)"),
         "{err}"
     );
     // Offline with an empty cache (a build without `download` refuses --model alone as usage).

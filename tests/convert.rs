@@ -101,7 +101,12 @@ fn other_checkpoints_are_refused_with_a_hint() {
     let err = hub::convert_pth(&pth("nested.pth"), &dir.join("n.safetensors"), None)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("--key state_dict"), "{err}");
+    // The library names its own argument; the CLI adds the flag (src/cli/flags.rs).
+    assert!(
+        err.contains("key state_dict (the `key` argument of read_pth / convert_pth)")
+            && !err.contains("--key"),
+        "{err}"
+    );
     let n = hub::convert_pth(
         &pth("nested.pth"),
         &dir.join("n.safetensors"),
@@ -144,6 +149,19 @@ fn convert_command_is_atomic_and_reports() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(std::fs::read(&out).unwrap(), b"previous");
+    // The library's advice names its `key` argument; the CLI adds the flag.
+    let o = Command::new(bin)
+        .args(["convert"])
+        .arg(pth("nested.pth"))
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("key state_dict") && stderr.contains("(on the command line: --key NAME)"),
+        "{stderr}"
+    );
     let o = Command::new(bin)
         .args(["convert"])
         .arg(pth("resnet18.pth"))

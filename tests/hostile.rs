@@ -281,7 +281,7 @@ fn broken_weights_files_are_refused_with_the_reason() {
                 "NaN or infinite values in 2 tensors",
                 "fc.bias (1 values)",
                 "layer2.0.conv1.weight (1 values)",
-                "--allow-non-finite",
+                "set LoadOptions::allow_non_finite to load it anyway",
             ],
         );
         let allow = LoadOptions {

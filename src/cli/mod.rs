@@ -4,6 +4,7 @@ pub mod bench;
 pub mod classify;
 pub mod convert;
 pub mod embed;
+pub mod flags;
 pub mod info;
 pub mod list;
 pub mod model;
@@ -22,7 +23,9 @@ impl std::fmt::Display for Usage {
 impl std::error::Error for Usage {}
 
 /// An error and its causes on one line, `outer: cause: cause`, skipping a cause whose text the
-/// previous message already contains (some libraries print their source in their own message).
+/// previous message already contains (some libraries print their source in their own message),
+/// then a line with the command-line flag for each library option the message names
+/// ([`flags::hints`]: `LoadOptions::allow_non_finite` is `--allow-non-finite` here).
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut last = out.clone();
@@ -36,7 +39,12 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         last = text;
         source = cause.source();
     }
-    collapse_repeats(&out)
+    let mut out = collapse_repeats(&out);
+    for line in flags::hints(e, &out) {
+        out.push('\n');
+        out.push_str(&line);
+    }
+    out
 }
 
 /// `... for url (U) (U): ...` -> `... for url (U): ...`: HTTP errors name their URL once per layer.

@@ -49,7 +49,7 @@ pub struct HubOptions {
     pub cache_dir: PathBuf,
     /// Access token (`HF_TOKEN`); `None` lets hf-hub look in its usual places.
     pub token: Option<String>,
-    /// Never touch the network (`HF_HUB_OFFLINE=1`, `--offline`).
+    /// Never touch the network (`HF_HUB_OFFLINE=1` in [`HubOptions::from_env`]).
     pub offline: bool,
     /// Give up when no byte arrives for this long (`RESNET_ZOO_HUB_TIMEOUT`, seconds; default 30).
     pub timeout: Duration,
@@ -278,10 +278,10 @@ impl Client {
                 " (gated or private repositories need HF_TOKEN)"
             }
             hf_hub::HFError::EntryNotFound { .. } | hf_hub::HFError::RepoNotFound { .. } => {
-                " (check the model name: `resnet-zoo list --pretrained`)"
+                " (check the model name: the weights table row's repository, revision and file)"
             }
             hf_hub::HFError::Request { .. } => {
-                " (check the network, or use --offline with a filled cache)"
+                " (check the network, or set HubOptions::offline to use a filled cache)"
             }
             _ => "",
         };

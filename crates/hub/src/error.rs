@@ -28,7 +28,7 @@ pub enum LoadError {
     #[error("weights file {path} changed while it was being read ({what}); nothing was loaded\nhint: wait for the writer to finish and retry; write weights to a temporary file and rename it into place, so readers see the old file or the new one")]
     ChangedWhileReading { path: PathBuf, what: &'static str },
     /// A PyTorch checkpoint (`torch.save`: a zip archive holding a pickle) given as safetensors.
-    #[error("weights file {path} is {what}, not safetensors\nhint: convert it first (its pickle is parsed, never run): resnet-zoo convert {path} OUT.safetensors")]
+    #[error("weights file {path} is {what}, not safetensors\nhint: convert it to safetensors first with convert_pth (its pickle is parsed, never run)")]
     PyTorchCheckpoint { path: PathBuf, what: &'static str },
     /// The file is empty.
     #[error("weights file {path} is empty (0 bytes); was the download interrupted?")]
@@ -54,7 +54,7 @@ pub enum LoadError {
     DuplicateNames { path: PathBuf, names: Vec<String> },
     /// Tensors hold NaN or infinite values (refused unless `LoadOptions::allow_non_finite`).
     #[error(
-        "weights file {path} has NaN or infinite values in {}: {}\nhint: the file is corrupt or comes from a diverged training run; pass --allow-non-finite (LoadOptions::allow_non_finite) to load it anyway",
+        "weights file {path} has NaN or infinite values in {}: {}\nhint: the file is corrupt or comes from a diverged training run; set LoadOptions::allow_non_finite to load it anyway",
         plural(tensors.len(), "tensor"),
         tensors.iter().take(10).map(|(n, c)| format!("{n} ({c} values)")).collect::<Vec<_>>().join(", ")
     )]
@@ -194,7 +194,7 @@ impl fmt::Display for MismatchReport {
         )?;
         match self.matching_presets.as_slice() {
             [] => write!(f, "\nhint: is this a checkpoint for another architecture or another naming scheme (torchvision names are expected)?"),
-            names => write!(f, "\nhint: the file matches {}; pass that as --arch", names.join(", ")),
+            names => write!(f, "\nhint: the file matches {}; load it with that preset's ResNetConfig (ResNetConfig::preset)", names.join(", ")),
         }
     }
 }
@@ -202,8 +202,8 @@ impl fmt::Display for MismatchReport {
 /// Why pretrained weights could not be resolved, downloaded or loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
-    /// `--model` names no row of the weights table.
-    #[error("unknown model '{name}'{suggestion}; `resnet-zoo list --pretrained` shows every name")]
+    /// The name is no row of the weights table.
+    #[error("unknown model '{name}'{suggestion}; registry::all() lists every name")]
     UnknownModel { name: String, suggestion: String },
     /// A row of the weights table is invalid (a bug in the crate's `registry.toml`).
     #[error("weights table row {row}: {reason}")]
@@ -216,7 +216,7 @@ pub enum HubError {
         reason: &'static str,
     },
     /// Offline mode and the file is not in the cache.
-    #[error("{target} is not in the cache {cache} and offline mode is on (--offline or HF_HUB_OFFLINE); run once with network access")]
+    #[error("{target} is not in the cache {cache} and offline mode is on (HubOptions::offline, which HubOptions::from_env sets from HF_HUB_OFFLINE); run once with network access")]
     NotCached {
         /// `owner/name/file@revision`
         target: String,

@@ -187,7 +187,7 @@ fn tensor_refs(path: &Path, dict: &[(Obj, Obj)]) -> Result<Vec<(String, TensorRe
                 let hint = if nested.is_empty() {
                     String::new()
                 } else {
-                    format!("; the tensors may be under --key {nested}")
+                    format!("; the tensors may be under key {nested} (the `key` argument of read_pth / convert_pth)")
                 };
                 return Err(refuse(
                     path,
@@ -316,7 +316,7 @@ fn select<'a>(
         Some(_) => Err(refuse(
             path,
             format!(
-                "--key {key}: that entry is {}, not a dict",
+                "key '{key}': that entry is {}, not a dict",
                 found.map_or_else(String::new, |(_, v)| describe(v))
             ),
         )),
@@ -327,7 +327,7 @@ fn select<'a>(
             });
             Err(refuse(
                 path,
-                format!("--key {key}: no such entry (keys: {})", some_names(keys)),
+                format!("key '{key}': no such entry (keys: {})", some_names(keys)),
             ))
         }
     }
