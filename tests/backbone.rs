@@ -13,6 +13,7 @@ use resnet_zoo::{ResNet, ResNetConfig};
 const SKIP: LoadOptions = LoadOptions {
     skip_classifier: true,
     allow_non_finite: false,
+    strip_prefix: None,
 };
 
 fn backbone(preset: &str, file: &str, dtype: DType) -> ResNet {

@@ -578,6 +578,53 @@ fn download_failures_name_the_offline_way() {
     }
 }
 
+/// A DDP checkpoint on the command line: the hint gives the flag, and the flag loads it.
+#[test]
+fn strip_prefix_flag_loads_a_ddp_checkpoint() {
+    if common::skip_without_fixtures() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("resnet-zoo-cli-ddp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tensors = candle_core::safetensors::load(
+        common::fixture("resnet18.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let ddp: std::collections::HashMap<String, candle_core::Tensor> = tensors
+        .into_iter()
+        .map(|(k, v)| (format!("module.{k}"), v))
+        .collect();
+    let path = dir.join("ddp.safetensors");
+    candle_core::safetensors::save(&ddp, &path).unwrap();
+    let img = image("chelsea.jpg");
+    let classify = |more: &[&str]| {
+        let mut args = vec!["classify", "--arch", "resnet18", "--json", "--weights"];
+        args.push(path.to_str().unwrap());
+        args.extend_from_slice(more);
+        args.push(&img);
+        run(&args)
+    };
+    let o = classify(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_stderr_has(&o, "(on the command line: --strip-prefix PREFIX)");
+    let o = classify(&["--strip-prefix", "module."]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ours: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let plain = run(&[
+        "classify",
+        "--arch",
+        "resnet18",
+        "--json",
+        "--weights",
+        &weights(),
+        &img,
+    ]);
+    let reference: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
+    assert_eq!(ours[0]["top"], reference[0]["top"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Writes one tensor under `name` to a .safetensors file.
 fn save_one(path: &Path, name: &str, t: &candle_core::Tensor) {
     candle_core::safetensors::save(

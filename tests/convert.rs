@@ -176,3 +176,35 @@ fn convert_command_is_atomic_and_reports() {
         .flatten()
         .all(|e| !e.file_name().to_string_lossy().ends_with(".tmp")));
 }
+
+/// `convert --strip-prefix module.`: the names lose the prefix, the values are unchanged.
+#[test]
+fn convert_strips_a_prefix() {
+    if common::skip_without_fixtures() {
+        return;
+    }
+    let dir = out_dir("strip");
+    let plain = dir.join("plain.safetensors");
+    let stripped = dir.join("stripped.safetensors");
+    let run = |out: &Path, more: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_resnet-zoo"))
+            .arg("convert")
+            .arg(pth("resnet18.pth"))
+            .arg(out)
+            .args(more)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    run(&plain, &[]);
+    // The fixture's names start with `layer1.`, `conv1.`, ...: strip `layer1.` from those that have it.
+    run(&stripped, &["--strip-prefix", "layer1."]);
+    let a = candle_core::safetensors::load(&plain, &Device::Cpu).unwrap();
+    let b = candle_core::safetensors::load(&stripped, &Device::Cpu).unwrap();
+    assert_eq!(a.len(), b.len());
+    for (name, t) in &a {
+        let new = name.strip_prefix("layer1.").unwrap_or(name);
+        assert_eq!(values(t), values(&b[new]), "{name}");
+    }
+    assert!(b.contains_key("0.conv1.weight") && !b.contains_key("layer1.0.conv1.weight"));
+}

@@ -443,3 +443,64 @@ fn macs_match_published_figures() {
         assert!((ours - gmacs).abs() / gmacs <= 0.02, "{name}: {ours:.3}");
     }
 }
+
+/// A DistributedDataParallel checkpoint (`module.` before every name) is refused with a hint naming
+/// the prefix and `LoadOptions::strip_prefix`; with it, the model equals the one from plain names.
+#[test]
+fn ddp_prefix_is_named_and_stripped() {
+    let dir = temp_dir("ddp");
+    let cfg = tiny(BlockKind::Bottleneck);
+    let plain = dir.join("plain.safetensors");
+    write_checkpoint(&plain, &cfg, DType::F32, |_| {});
+    let tensors = candle_core::safetensors::load(&plain, &Device::Cpu).unwrap();
+    let prefixed: HashMap<String, Tensor> = tensors
+        .iter()
+        .map(|(k, v)| (format!("module.{k}"), v.clone()))
+        .collect();
+    let ddp = dir.join("ddp.safetensors");
+    candle_core::safetensors::save(&prefixed, &ddp).unwrap();
+    let err = hub::load_safetensors(&ddp, &cfg, DType::F32, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains(
+            "every tensor name starts with 'module.' (a DistributedDataParallel checkpoint)"
+        ) && err.contains("LoadOptions::strip_prefix = Some(\"module.\")"),
+        "{err}"
+    );
+    let options = hub::LoadOptions {
+        strip_prefix: Some("module.".into()),
+        ..hub::LoadOptions::default()
+    };
+    let stripped =
+        hub::load_safetensors_with(&ddp, &cfg, DType::F32, &Device::Cpu, options).unwrap();
+    let reference = hub::load_safetensors(&plain, &cfg, DType::F32, &Device::Cpu).unwrap();
+    let x = Tensor::rand(0f32, 1., (1, 3, 64, 48), &Device::Cpu).unwrap();
+    let (a, b) = (
+        stripped.forward(&x).unwrap(),
+        reference.forward(&x).unwrap(),
+    );
+    let diff = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert_eq!(diff, 0.0);
+    // A prefix that does not make the file match gives no such hint.
+    let other: HashMap<String, Tensor> = tensors
+        .iter()
+        .filter(|(k, _)| k.as_str() != "fc.bias")
+        .map(|(k, v)| (format!("module.{k}"), v.clone()))
+        .collect();
+    let partial = dir.join("partial.safetensors");
+    candle_core::safetensors::save(&other, &partial).unwrap();
+    let err = hub::load_safetensors(&partial, &cfg, DType::F32, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(!err.contains("strip_prefix"), "{err}");
+}

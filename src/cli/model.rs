@@ -77,6 +77,10 @@ pub struct ModelArgs {
     /// Load weights even if some hold NaN or infinite values (refused by default, naming them).
     #[arg(long)]
     pub allow_non_finite: bool,
+    /// Remove this prefix from the file's tensor names before matching, e.g. `module.` of a
+    /// checkpoint saved from DistributedDataParallel.
+    #[arg(long, value_name = "PREFIX")]
+    pub strip_prefix: Option<String>,
     #[command(flatten)]
     pub recipe: RecipeArgs,
 }
@@ -165,6 +169,7 @@ impl ModelArgs {
         let options = hub::LoadOptions {
             skip_classifier: headless,
             allow_non_finite: self.allow_non_finite,
+            strip_prefix: self.strip_prefix.clone(),
         };
         let shape = |cfg: ResNetConfig| {
             if headless {

@@ -131,6 +131,9 @@ pub struct MismatchReport {
     pub scheme: &'static str,
     /// Presets whose tensors the file matches exactly, if any.
     pub matching_presets: Vec<String>,
+    /// A prefix every tensor name of the file starts with, without which the file matches
+    /// (`module.` of a DistributedDataParallel checkpoint): [`crate::LoadOptions::strip_prefix`].
+    pub strip_prefix: Option<String>,
 }
 
 impl MismatchReport {
@@ -192,6 +195,17 @@ impl fmt::Display for MismatchReport {
             &self.bad_dtypes,
             |(n, d)| format!("{n}: {d}"),
         )?;
+        if let Some(prefix) = &self.strip_prefix {
+            let ddp = if prefix == "module." {
+                " (a DistributedDataParallel checkpoint)"
+            } else {
+                ""
+            };
+            return write!(
+                f,
+                "\nhint: every tensor name starts with '{prefix}'{ddp}, and without it the file matches; load it with LoadOptions::strip_prefix = Some(\"{prefix}\")"
+            );
+        }
         match self.matching_presets.as_slice() {
             [] => write!(f, "\nhint: is this a checkpoint for another architecture or another naming scheme (torchvision names are expected)?"),
             names => write!(f, "\nhint: the file matches {}; load it with that preset's ResNetConfig (ResNetConfig::preset)", names.join(", ")),

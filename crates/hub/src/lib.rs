@@ -47,7 +47,7 @@ pub use load::{
     check_header, load_safetensors, load_safetensors_bytes, load_safetensors_with,
     read_weights_file, LoadOptions,
 };
-pub use pth::{convert_pth, read_pth, read_pth_bytes};
+pub use pth::{convert_pth, convert_pth_with, read_pth, read_pth_bytes};
 pub use read::MAX_WEIGHTS_BYTES;
 pub use registry::{KeyMap, WeightsInfo};
 

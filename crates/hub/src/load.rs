@@ -115,12 +115,19 @@ struct Header {
     unmapped: Vec<String>,
 }
 
-fn header_table(tensors: &SafeTensors) -> Header {
-    let scheme = keymap::detect(tensors.names());
+fn header_table(tensors: &SafeTensors, strip: Option<&str>) -> Header {
+    let strip = |name: &'_ str| -> String {
+        strip
+            .and_then(|p| name.strip_prefix(p))
+            .unwrap_or(name)
+            .to_string()
+    };
+    let stripped: Vec<String> = tensors.names().into_iter().map(&strip).collect();
+    let scheme = keymap::detect(stripped.iter().map(String::as_str));
     let mut table = BTreeMap::new();
     let mut unmapped = Vec::new();
     for (name, view) in tensors.iter() {
-        match keymap::map_name(scheme, name) {
+        match keymap::map_name(scheme, &strip(name)) {
             // Two file tensors for one of ours: keep the first, report the second.
             Some(ours) if table.contains_key(&ours) => unmapped.push(name.to_string()),
             Some(ours) => {
@@ -142,7 +149,7 @@ fn header_table(tensors: &SafeTensors) -> Header {
 
 /// What a load may leave out of the file, by name. The default leaves out nothing: every tensor of
 /// the file must be one the model reads.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Load a headless backbone (`num_classes: None`) from a file that has a classifier: exactly
     /// `fc.weight` and `fc.bias` (our names; transformers' `classifier.1.*`, timm V2's `head.fc.*`)
@@ -151,6 +158,10 @@ pub struct LoadOptions {
     /// Load tensors that hold NaN or infinite values. By default such a file is refused with
     /// [`LoadError::NonFinite`] naming the tensors: a model built from it would answer garbage.
     pub allow_non_finite: bool,
+    /// Remove this prefix from every tensor name of the file that has it before matching, e.g.
+    /// `module.` of a checkpoint saved from `DistributedDataParallel` / `DataParallel`. A file
+    /// whose names all carry a prefix that makes it match is refused with a hint naming it.
+    pub strip_prefix: Option<String>,
 }
 
 /// Whether the little-endian float at the start of `b` (`width` bytes) is NaN or infinite: its
@@ -191,11 +202,22 @@ fn non_finite_tensors<'a>(
         .collect()
 }
 
+/// The first dot-terminated segment every name starts with (`module.` in `module.conv1.weight`),
+/// if all names share it.
+fn common_prefix<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let mut names = names.into_iter();
+    let first = names.next()?;
+    let prefix = &first[..=first.find('.')?];
+    names
+        .all(|n| n.starts_with(prefix) && n.len() > prefix.len())
+        .then(|| prefix.to_string())
+}
+
 /// The classifier tensors [`LoadOptions::skip_classifier`] allows, in our names.
 const CLASSIFIER: [&str; 2] = ["fc.weight", "fc.bias"];
 
 /// Everything in `header` that `cfg` does not match exactly, or an empty report.
-fn compare(header: &Header, cfg: &ResNetConfig, options: LoadOptions) -> MismatchReport {
+fn compare(header: &Header, cfg: &ResNetConfig, options: &LoadOptions) -> MismatchReport {
     let table = &header.table;
     let specs = ResNet::tensor_specs(cfg);
     let mut report = MismatchReport::default();
@@ -242,7 +264,7 @@ pub fn check_header(
     cfg: &ResNetConfig,
     arch: &str,
 ) -> Result<(), LoadError> {
-    checked_header(path, tensors, cfg, arch, LoadOptions::default()).map(|_| ())
+    checked_header(path, tensors, cfg, arch, &LoadOptions::default()).map(|_| ())
 }
 
 /// [`check_header`], returning the mapped header for the load that follows.
@@ -251,15 +273,23 @@ fn checked_header(
     tensors: &SafeTensors,
     cfg: &ResNetConfig,
     arch: &str,
-    options: LoadOptions,
+    options: &LoadOptions,
 ) -> Result<Header, LoadError> {
-    let header = header_table(tensors);
+    let header = header_table(tensors, options.strip_prefix.as_deref());
     let mut report = compare(&header, cfg, options);
     if report.is_empty() {
         return Ok(header);
     }
     report.path = path.to_path_buf();
     report.arch = arch.to_string();
+    if options.strip_prefix.is_none() {
+        if let Some(prefix) = common_prefix(tensors.names()) {
+            let stripped = header_table(tensors, Some(&prefix));
+            if compare(&stripped, cfg, options).is_empty() {
+                report.strip_prefix = Some(prefix);
+            }
+        }
+    }
     report.matching_presets = PRESETS
         .iter()
         .filter(|(_, build)| {
@@ -330,7 +360,7 @@ pub fn load_safetensors_bytes(
         path: path.to_path_buf(),
         source,
     })?;
-    let header = checked_header(path, &tensors, cfg, arch, options)?;
+    let header = checked_header(path, &tensors, cfg, arch, &options)?;
     if !options.allow_non_finite {
         let bad = non_finite_tensors(&tensors, header.table.values().map(|(_, _, f)| f.as_str()));
         if !bad.is_empty() {
@@ -344,7 +374,7 @@ pub fn load_safetensors_bytes(
     }
     let vb = VarBuilder::from_slice_safetensors(bytes, dtype, device).map_err(candle)?;
     let vb = match header.scheme {
-        Scheme::Torchvision => vb,
+        Scheme::Torchvision if options.strip_prefix.is_none() => vb,
         // The model asks for torchvision names; read the file's own.
         _ => {
             let to_file: std::collections::HashMap<String, String> = header

@@ -51,6 +51,7 @@ pub fn similar(args: &SimilarArgs) -> anyhow::Result<ExitCode> {
         device: args.device.clone(),
         dtype: crate::cli::model::RunDType::F32,
         allow_non_finite: false,
+        strip_prefix: None,
         recipe: Default::default(),
     };
     let loaded = model.load_as(true).with_context(|| {

@@ -196,14 +196,7 @@ fn tensor_refs(path: &Path, dict: &[(Obj, Obj)]) -> Result<Vec<(String, TensorRe
             }
         }
     }
-    let mut names: Vec<&str> = refs.iter().map(|(n, _)| n.as_str()).collect();
-    names.sort_unstable();
-    let mut dups: Vec<&str> = names
-        .windows(2)
-        .filter(|w| w[0] == w[1])
-        .map(|w| w[0])
-        .collect();
-    dups.dedup();
+    let dups = duplicates(refs.iter().map(|(n, _)| n.as_str()));
     if !dups.is_empty() {
         return Err(LoadError::PthDuplicateKey {
             path: path.to_path_buf(),
@@ -337,7 +330,45 @@ fn select<'a>(
 /// to `output`, renamed over it once complete, so a failure leaves the old file or none. Returns the
 /// number of tensors written.
 pub fn convert_pth(input: &Path, output: &Path, key: Option<&str>) -> Result<usize, LoadError> {
-    let tensors = read_pth(input, key)?;
+    convert_pth_with(input, output, key, None)
+}
+
+/// The names that occur more than once, sorted, each once.
+fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut names: Vec<&str> = names.collect();
+    names.sort_unstable();
+    let mut dups: Vec<&str> = names
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .collect();
+    dups.dedup();
+    dups
+}
+
+/// [`convert_pth`], removing `strip_prefix` from every tensor name that has it (`module.` of a
+/// checkpoint saved from `DistributedDataParallel`). Names that become equal are refused.
+pub fn convert_pth_with(
+    input: &Path,
+    output: &Path,
+    key: Option<&str>,
+    strip_prefix: Option<&str>,
+) -> Result<usize, LoadError> {
+    let mut tensors = read_pth(input, key)?;
+    if let Some(prefix) = strip_prefix {
+        for t in &mut tensors {
+            if let Some(rest) = t.name.strip_prefix(prefix) {
+                t.name = rest.to_string();
+            }
+        }
+        let dups = duplicates(tensors.iter().map(|t| t.name.as_str()));
+        if !dups.is_empty() {
+            return Err(LoadError::PthDuplicateKey {
+                path: input.to_path_buf(),
+                names: some_names(dups.into_iter()),
+            });
+        }
+    }
     let views = tensors
         .iter()
         .map(|t| {
