@@ -11,8 +11,10 @@ FIXTURES := tests/fixtures
 
 .PHONY: test venv fixtures check fmt clippy classify clean-fixtures bench bench-smoke cuda-build gpu-bundle
 
+# RESNET_ZOO_REQUIRE_FIXTURES: a test whose PyTorch fixture is missing fails here; plain `cargo test`
+# (no fixtures) skips those tests and says so in one line per test binary (tests/common/mod.rs).
 test: fixtures
-	cargo test --release --workspace --all-targets
+	RESNET_ZOO_REQUIRE_FIXTURES=1 cargo test --release --workspace --all-targets
 	cargo test --release --workspace --doc
 
 $(VENV)/.installed: tests/requirements.txt

@@ -53,7 +53,7 @@ fi
 status=0
 # GPU_CHECK_FILTER: a test-name filter (e.g. resnet18), for a quick try.
 for t in parity backbone; do
-    RESNET_ZOO_FIXTURES="$FIXTURES" RESNET_ZOO_TEST_DEVICE="$DEVICE" \
+    RESNET_ZOO_FIXTURES="$FIXTURES" RESNET_ZOO_REQUIRE_FIXTURES=1 RESNET_ZOO_TEST_DEVICE="$DEVICE" \
         "$BUNDLE/test-$t" --test-threads 1 --nocapture ${GPU_CHECK_FILTER:-} > "$DEST/test-$t.log" 2>&1 || status=1
     grep -E "^test result|FAILED|panicked" "$DEST/test-$t.log" || true
 done

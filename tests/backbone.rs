@@ -25,6 +25,9 @@ fn backbone(preset: &str, file: &str, dtype: DType) -> ResNet {
 /// output is the reference's pooled embedding. Works through key maps (transformers' classifier).
 #[test]
 fn headless_load_skips_the_classifier_by_name() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     let io = load_tensors("resnet18.io.safetensors");
     for file in ["resnet18.safetensors", "resnet18_hf.safetensors"] {
         let model = backbone("resnet18", file, DType::F32);
@@ -67,6 +70,9 @@ fn headless_load_skips_the_classifier_by_name() {
 /// `reset_classifier` puts a new head on a backbone (here 10 classes from given tensors) or removes it.
 #[test]
 fn reset_classifier_swaps_the_head() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     let io = load_tensors("resnet18.io.safetensors");
     let mut model = backbone("resnet18", "resnet18.safetensors", DType::F32);
     let dev = Device::Cpu;
@@ -100,6 +106,9 @@ fn reset_classifier_swaps_the_head() {
 /// raw residual stream of the deep pre-activation stages accumulates the most rounding).
 #[test]
 fn features_and_embeddings_in_every_dtype() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     // (dtype, tolerance on stage outputs, on the pooled embedding; max|.|-relative).
     let dtypes = [
         (DType::F32, 1e-4, 1e-4),

@@ -44,6 +44,9 @@ fn assert_stderr_has(o: &Output, needle: &str) {
 
 #[test]
 fn json_has_one_element_per_image_and_bad_images_do_not_stop_the_batch() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("resnet-zoo-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let corrupt: PathBuf = dir.join("corrupt.jpg");
@@ -89,6 +92,9 @@ fn json_has_one_element_per_image_and_bad_images_do_not_stop_the_batch() {
 
 #[test]
 fn text_output_lists_top_k_per_image() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     let out = run(&[
         "classify",
         "--arch",
@@ -112,6 +118,9 @@ fn text_output_lists_top_k_per_image() {
 
 #[test]
 fn usage_errors_exit_2_with_the_flag_named() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     let w = weights();
     let img = image("chelsea.jpg");
     // `classify --arch resnet18 --weights FILE <extra> IMAGE`
@@ -168,6 +177,9 @@ fn usage_errors_exit_2_with_the_flag_named() {
 
 #[test]
 fn model_failures_exit_1_with_the_file_named() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     let img = image("chelsea.jpg");
     // Wrong architecture for the file: the strict-loading report, not a panic.
     let out = run(&[
@@ -288,6 +300,9 @@ fn info_reports_model_facts() {
 /// writes is the model's, checked against PyTorch's logits.
 #[test]
 fn bench_reports_timings_and_writes_the_models_output() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     let io = common::load_tensors("resnet20.io.safetensors");
     let dir = std::env::temp_dir().join(format!("resnet-zoo-cli-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -356,6 +371,9 @@ fn bench_reports_timings_and_writes_the_models_output() {
 /// without GPU features; an unknown dtype is a usage error naming the flag.
 #[test]
 fn dtype_and_auto_device_flags() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     let io = common::load_tensors("resnet20.io.safetensors");
     let dir = std::env::temp_dir().join(format!("resnet-zoo-cli-dtype-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -430,6 +448,9 @@ fn closed_stdout_ends_quietly() {
 /// them, and a file with the wrong number of lines is refused naming it and both counts.
 #[test]
 fn labels_follow_the_models_classes() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     let resnet20 = common::fixture("resnet20.safetensors");
     let img = image("chelsea.jpg");
     let classify = |more: &[&str]| {
@@ -485,6 +506,9 @@ fn labels_follow_the_models_classes() {
 /// `--verbose` and the JSON say which recipe ran and why.
 #[test]
 fn local_weights_get_their_arch_recipe() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     let img = image("chelsea.jpg");
     let classify = |arch: &str, more: &[&str]| {
         let file = common::fixture(&format!("{arch}.safetensors"));

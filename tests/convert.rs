@@ -51,6 +51,9 @@ fn assert_same_tensors(a: &Path, b: &Path) {
 
 #[test]
 fn state_dicts_convert_exactly() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     let dir = out_dir("state_dicts_convert_exactly");
     for (input, reference) in [
         ("resnet18.pth", "resnet18.safetensors"),
@@ -78,6 +81,9 @@ fn state_dicts_convert_exactly() {
 
 #[test]
 fn malicious_pickle_is_refused_without_running_it() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     let marker = Path::new("/tmp/resnet-zoo-pwned");
     let _ = std::fs::remove_file(marker);
     let out =
@@ -97,6 +103,9 @@ fn malicious_pickle_is_refused_without_running_it() {
 
 #[test]
 fn other_checkpoints_are_refused_with_a_hint() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     let dir = out_dir("other_checkpoints_are_refused_with_a_hint");
     let err = hub::convert_pth(&pth("nested.pth"), &dir.join("n.safetensors"), None)
         .unwrap_err()
@@ -136,6 +145,9 @@ fn other_checkpoints_are_refused_with_a_hint() {
 
 #[test]
 fn convert_command_is_atomic_and_reports() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     let dir = out_dir("convert_command_is_atomic_and_reports");
     let out = dir.join("cli.safetensors");
     std::fs::write(&out, b"previous").unwrap();

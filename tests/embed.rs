@@ -95,6 +95,9 @@ fn expected_order(root: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn rows_follow_paths_and_bad_images_are_reported() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     let root = corpus("rows", 1);
     let out = root.parent().unwrap().join("emb.safetensors");
     let o = run({
@@ -174,6 +177,9 @@ fn rows_follow_paths_and_bad_images_are_reported() {
 
 #[test]
 fn shards_merge_into_the_single_run_file() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     let root = corpus("shards", 2);
     let dir = root.parent().unwrap().to_path_buf();
     let single = dir.join("single.safetensors");
@@ -226,6 +232,9 @@ fn shards_merge_into_the_single_run_file() {
 
 #[test]
 fn killed_run_resumes_to_the_same_file() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     let root = corpus("resume", 4);
     let dir = root.parent().unwrap().to_path_buf();
     let reference = dir.join("reference.safetensors");
@@ -312,6 +321,9 @@ fn killed_run_resumes_to_the_same_file() {
 
 #[test]
 fn similar_finds_the_query_itself() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     let root = corpus("similar", 1);
     let dir = root.parent().unwrap().to_path_buf();
     // The index records the weights' path; the file then moves, and --weights says where to.

@@ -96,36 +96,57 @@ fn check_preset(name: &str) {
 
 #[test]
 fn resnet18_matches_torchvision() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     check_preset("resnet18");
 }
 
 #[test]
 fn resnet34_matches_torchvision() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     check_preset("resnet34");
 }
 
 #[test]
 fn resnet50_matches_torchvision() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     check_preset("resnet50");
 }
 
 #[test]
 fn resnet101_matches_torchvision() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     check_preset("resnet101");
 }
 
 #[test]
 fn resnet152_matches_torchvision() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     check_preset("resnet152");
 }
 
 #[test]
 fn resnext50_32x4d_matches_torchvision() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     check_preset("resnext50_32x4d");
 }
 
 #[test]
 fn wide_resnet50_2_matches_torchvision() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     check_preset("wide_resnet50_2");
 }
 
@@ -133,11 +154,17 @@ fn wide_resnet50_2_matches_torchvision() {
 /// stage sizes, where the shortcut's ceil-mode pool averages partial windows.
 #[test]
 fn resnet50d_matches_timm() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     check_preset("resnet50d");
 }
 
 #[test]
 fn resnet101d_matches_timm() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     check_preset("resnet101d");
 }
 
@@ -145,17 +172,26 @@ fn resnet101d_matches_timm() {
 /// `head.fc`) through the key map.
 #[test]
 fn resnetv2_50_matches_timm() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     check_preset("resnetv2_50");
 }
 
 #[test]
 fn resnetv2_101_matches_timm() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     check_preset("resnetv2_101");
 }
 
 /// BiT: GroupNorm, weight standardisation (eps 1e-8) and zero padding before the stem pool.
 #[test]
 fn resnetv2_50x1_bit_matches_timm() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     check_preset("resnetv2_50x1_bit");
 }
 
@@ -163,6 +199,9 @@ fn resnetv2_50x1_bit_matches_timm() {
 /// harness's module written from the paper, at 32x32 and 28x36.
 #[test]
 fn cifar_resnets_match_the_paper_module() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     for depth in [20, 32, 44, 56, 110] {
         check_preset(&format!("resnet{depth}"));
         check_preset(&format!("resnet{depth}_b"));
@@ -174,6 +213,9 @@ fn cifar_resnets_match_the_paper_module() {
 /// counts convolutions and matmuls, as our MACs do) at 224x224 (32x32 for CIFAR).
 #[test]
 fn every_preset_counts_like_its_reference() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     let path = common::fixture("models.json");
     let text = std::fs::read_to_string(&path).unwrap();
     let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -202,6 +244,9 @@ fn every_preset_counts_like_its_reference() {
 /// moved in the harness.
 #[test]
 fn resnet50_v1_matches_the_paper_layout() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     check_preset("resnet50_v1");
     // Same tensors as resnet50, different computation: loaded as resnet50 the stage outputs differ.
     let t = load_tensors("resnet50_v1.io.safetensors");
@@ -221,6 +266,9 @@ fn resnet50_v1_matches_the_paper_layout() {
 /// torch with the same rounded weights, so the tolerance is unchanged.
 #[test]
 fn half_and_double_files_load_into_f32() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     let cfg = ResNetConfig::resnet18();
     for (file, io) in [
         ("resnet18_f64.safetensors", "resnet18.io.safetensors"),
@@ -238,6 +286,9 @@ fn half_and_double_files_load_into_f32() {
 /// The model also runs in f64 (folding in f64), and agrees with the f32 reference to f32 precision.
 #[test]
 fn f64_model_matches() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     let cfg = ResNetConfig::resnet18();
     let path = common::fixture("resnet18.safetensors");
     let model = hub::load_safetensors(&path, &cfg, DType::F64, &common::device()).unwrap();
@@ -249,6 +300,9 @@ fn f64_model_matches() {
 /// tensors by name rather than ignoring them.
 #[test]
 fn headless_model_reports_classifier_tensors() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     let cfg = ResNetConfig::resnet18().with_num_classes(None);
     let path = common::fixture("resnet18.safetensors");
     let err = hub::load_safetensors(&path, &cfg, DType::F32, &common::device()).unwrap_err();
@@ -266,6 +320,9 @@ fn headless_model_reports_classifier_tensors() {
 /// `ResNetForImageClassification`, whose logits the harness checked against torchvision's.
 #[test]
 fn transformers_names_load_through_the_key_map() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     for (file, preset, io) in [
         (
             "resnet50_hf.safetensors",

@@ -54,6 +54,9 @@ fn count_diff(a: &[u8], b: &[u8]) -> (usize, u8) {
 
 #[test]
 fn resize_is_byte_identical_to_pillow() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     for path in images() {
         let stem = path.file_stem().unwrap().to_str().unwrap();
         let t = load_tensors(&format!("images/{stem}.safetensors"));
@@ -80,6 +83,9 @@ fn resize_is_byte_identical_to_pillow() {
 
 #[test]
 fn pipeline_matches_torchvision_on_real_photos() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     let model = hub::load_safetensors(
         common::fixture("resnet50.safetensors"),
         &ResNetConfig::resnet50(),
@@ -151,6 +157,9 @@ fn pipeline_matches_torchvision_on_real_photos() {
 /// whole preprocessing equals torchvision's composition on the same photo.
 #[test]
 fn bicubic_matches_pillow() {
+    if common::skip_without_fixtures() {
+        return;
+    }
     let pre = Preprocess {
         resize_size: 235,
         interpolation: Interpolation::Bicubic,

@@ -2,22 +2,88 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::{DType, Device, Tensor};
 
 /// The folder the parity harness writes to (`tests/parity/make_fixtures.py`), or
 /// `$RESNET_ZOO_FIXTURES`. Missing fixtures fail the test with the command that makes them.
 pub fn fixtures_dir() -> PathBuf {
-    let dir = std::env::var_os("RESNET_ZOO_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"));
+    let dir = fixtures_path();
     assert!(
         dir.join("STAMP").exists(),
-        "PyTorch fixtures missing in {}: run `make test` (or `make fixtures`)",
+        "PyTorch fixtures missing in {}: run `make test` (or `make fixtures`); without \
+         RESNET_ZOO_REQUIRE_FIXTURES, a test that needs them starts with \
+         `if common::skip_without_fixtures() {{ return; }}` and is skipped",
         dir.display()
     );
     dir
+}
+
+fn fixtures_path() -> PathBuf {
+    std::env::var_os("RESNET_ZOO_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"))
+}
+
+/// Tests skipped by [`skip_without_fixtures`] in this test binary.
+static SKIPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// The first line of a test that needs the PyTorch fixtures:
+/// `if common::skip_without_fixtures() { return; }`.
+///
+/// Plain `cargo test` on a fresh clone has no fixtures (they take the 5.5 GB Python stack that
+/// `make test` installs): such a test then returns at once, and the test binary prints one line
+/// when it exits, after its `test result:` line, saying how many tests were skipped and that
+/// `make test` runs them. `make test` (and `scripts/gpu-check.sh`) set
+/// `RESNET_ZOO_REQUIRE_FIXTURES=1`: there a missing fixture fails the test, so it cannot pass
+/// without checking anything.
+///
+/// Why at exit: libtest captures what a passing test prints with `eprintln!` and drops it, so a
+/// line printed from the test itself is never seen; and one line per skipped test would be a page.
+/// The line is written to the process's stderr from an `atexit` handler, which runs after
+/// libtest's summary whether the binary exits through `main` or `process::exit`, outside any
+/// capture (cargo passes a test binary's stderr through). Without `atexit` (not Unix) the line is
+/// written straight to stderr, which libtest does not capture either, at the first skip.
+pub fn skip_without_fixtures() -> bool {
+    if fixtures_path().join("STAMP").exists()
+        || std::env::var_os("RESNET_ZOO_REQUIRE_FIXTURES").is_some_and(|v| !v.is_empty())
+    {
+        return false;
+    }
+    if SKIPPED.fetch_add(1, Ordering::SeqCst) == 0 {
+        #[cfg(unix)]
+        // SAFETY: `report_skipped` is an `extern "C" fn()` that does not unwind; registering it
+        // has no other precondition.
+        unsafe {
+            libc::atexit(report_skipped);
+        }
+        #[cfg(not(unix))]
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: tests that need the PyTorch fixtures were skipped (missing in {}); `make test` runs them",
+            fixtures_path().display()
+        );
+    }
+    true
+}
+
+#[cfg(unix)]
+extern "C" fn report_skipped() {
+    let n = SKIPPED.load(Ordering::SeqCst);
+    let (tests, need) = if n == 1 {
+        ("test", "it needs")
+    } else {
+        ("tests", "they need")
+    };
+    // Written to the stderr handle directly: print macros could panic in an exit handler.
+    let _ = writeln!(
+        std::io::stderr(),
+        "note: {n} {tests} reported ok above did not run: {need} the PyTorch fixtures, missing in {}; `make test` generates them and runs every test",
+        fixtures_path().display()
+    );
 }
 
 pub fn fixture(name: &str) -> PathBuf {
