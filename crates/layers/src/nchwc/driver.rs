@@ -5,7 +5,7 @@ use candle_core::{bail, Result};
 use rayon::prelude::*;
 
 use super::kernel::{kernel, max_blocks, max_pixels, Isa, Tile};
-use super::layout::{Nchw8c, BLOCK};
+use super::layout::{pad_planes, Nchw8c, BLOCK, PADDED};
 use super::pack::{InputLayout, PackedConv, PAIR};
 
 /// The input of [`PackedConv::forward`].
@@ -31,6 +31,8 @@ const TASKS_PER_THREAD: usize = 4;
 /// then the next (accumulating into the output), so that a chunk's weights for one tile of output
 /// blocks (16 KiB for 4 blocks) stay in L1 and its input rows in L2.
 const CHUNK_TAPS: usize = 128;
+/// Output widths up to which a padded convolution runs on a zero-padded copy of its input.
+const NARROW: usize = 16;
 
 /// A pointer that tasks writing disjoint parts of one buffer may share.
 #[derive(Clone, Copy)]
@@ -62,6 +64,8 @@ struct Plan {
     x_ic: usize,
     /// Output blocks.
     out_blocks: usize,
+    /// Zero padding still to apply (0 when the input was padded in a copy).
+    pad: usize,
     /// A 1x1 stride-1 unpadded convolution: rows of a task are one run of pixels.
     flat: bool,
 }
@@ -122,26 +126,34 @@ impl PackedConv {
                 );
             }
         }
+        // Narrow maps: pad the input once, so that no output column is an edge one (those run as
+        // 1-pixel tiles, 2 of every 7 columns of a 7x7 map).
+        let mut scratch = PADDED.take();
+        let (data, h, w, pad) =
+            if self.input == InputLayout::Blocked && self.padding > 0 && wo <= NARROW {
+                let p = self.padding;
+                pad_planes(data, n * n_ib, h, w, p, &mut scratch);
+                (&scratch[..], h + 2 * p, w + 2 * p, 0)
+            } else {
+                (data, h, w, self.padding)
+            };
         let plan = match self.input {
             InputLayout::Blocked => Plan {
                 x_ib: h * w * BLOCK,
                 x_row: w * BLOCK,
                 x_col: BLOCK,
                 x_ic: 1,
-                ..self.plan_base(h, w, ho, wo)
+                ..self.plan_base(h, w, ho, wo, pad)
             },
             InputLayout::Nchw => Plan {
                 x_ib: 0,
                 x_row: w,
                 x_col: 1,
                 x_ic: h * w,
-                ..self.plan_base(h, w, ho, wo)
+                ..self.plan_base(h, w, ho, wo, pad)
             },
         };
         debug_assert_eq!((plan.n_ib, plan.icb), (n_ib, icb));
-        if out.data.is_empty() {
-            return Ok(out);
-        }
         let image_in = data.len() / n;
         let image_out = out.data.len() / n;
         // Output blocks are handed out in units of the widest tile.
@@ -183,10 +195,11 @@ impl PackedConv {
                     )
                 };
             });
+        PADDED.set(scratch);
         Ok(out)
     }
 
-    fn plan_base(&self, h: usize, w: usize, ho: usize, wo: usize) -> Plan {
+    fn plan_base(&self, h: usize, w: usize, ho: usize, wo: usize, pad: usize) -> Plan {
         let (n_ib, icb) = self.in_blocks();
         Plan {
             h,
@@ -200,7 +213,8 @@ impl PackedConv {
             x_col: 0,
             x_ic: 0,
             out_blocks: self.c_out.div_ceil(BLOCK),
-            flat: self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0,
+            pad,
+            flat: self.kh == 1 && self.kw == 1 && self.stride == 1 && pad == 0,
         }
     }
 
@@ -221,7 +235,7 @@ impl PackedConv {
         blocks: std::ops::Range<usize>,
         rows: std::ops::Range<usize>,
     ) {
-        let (kh, kw, s, pad) = (self.kh, self.kw, self.stride, self.padding);
+        let (kh, kw, s, pad) = (self.kh, self.kw, self.stride, plan.pad);
         let w_col = plan.icb * PAIR;
         let w_row = kw * w_col;
         let w_ib = kh * w_row;

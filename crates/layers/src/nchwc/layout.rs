@@ -103,3 +103,37 @@ impl Nchw8c {
         Tensor::from_vec(self.to_nchw(), (self.n, self.c, self.h, self.w), device)
     }
 }
+
+thread_local! {
+    /// The padded copy of a narrow input, kept across calls (fresh memory costs page faults).
+    pub(super) static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Copies `planes` NCHW8c planes of `h x w` pixels into `buf` with `p` zero pixels on every side.
+pub(super) fn pad_planes(
+    x: &[f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+    p: usize,
+    buf: &mut Vec<f32>,
+) {
+    let (hp, wp) = (h + 2 * p, w + 2 * p);
+    buf.resize(planes * hp * wp * BLOCK, 0.0);
+    buf[..planes * hp * wp * BLOCK]
+        .par_chunks_mut(hp * wp * BLOCK)
+        .zip(x.par_chunks(h * w * BLOCK))
+        .for_each(|(dst, src)| {
+            for (r, row) in dst.chunks_exact_mut(wp * BLOCK).enumerate() {
+                match r.checked_sub(p).filter(|&y| y < h) {
+                    Some(y) => {
+                        row[..p * BLOCK].fill(0.0);
+                        row[(p + w) * BLOCK..].fill(0.0);
+                        row[p * BLOCK..(p + w) * BLOCK]
+                            .copy_from_slice(&src[y * w * BLOCK..(y + 1) * w * BLOCK]);
+                    }
+                    None => row.fill(0.0),
+                }
+            }
+        });
+}

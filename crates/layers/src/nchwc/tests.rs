@@ -132,6 +132,9 @@ fn conv_3x3_matches_candle() {
             (1, 64, 7, 7, 64, 3, 1, 1),
             (1, 16, 30, 30, 72, 3, 1, 1),
             (3, 24, 11, 29, 40, 3, 2, 1),
+            // Wider than `NARROW`: edge columns as 1-pixel tiles, not a padded copy.
+            (1, 13, 20, 40, 20, 3, 2, 1),
+            (3, 8, 5, 18, 16, 3, 1, 1),
         ],
         InputLayout::Blocked,
     );
@@ -160,6 +163,7 @@ fn conv_7x7_matches_candle() {
         (3, 3, 16, 17, 20, 7, 2, 3),
         (1, 3, 9, 9, 13, 7, 1, 0),
         (1, 13, 12, 10, 16, 7, 2, 3),
+        (1, 5, 40, 40, 8, 7, 2, 3),
     ];
     // The stem reads NCHW in place; a blocked input must give the same.
     check(&cases, InputLayout::Nchw);
