@@ -150,6 +150,13 @@ fn fma_peak(_wide: bool) -> Option<f64> {
 }
 
 fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` (CI) runs this binary without it,
+    // and must neither wait for a quiet machine nor spend minutes on figures: the kernels' tests
+    // are the unit tests in src/nchwc.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("nchwc benchmark: not run under `cargo test` (use `cargo bench -p resnet-zoo-layers --bench nchwc`)");
+        return;
+    }
     let max_load = env_or("NCHWC_MAX_LOAD", 0.5);
     wait_for_quiet(max_load, Duration::from_secs(env_or("NCHWC_WAIT_S", 600)));
     let batches: Vec<usize> = std::env::var("NCHWC_BATCHES")
