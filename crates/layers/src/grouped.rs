@@ -348,22 +348,38 @@ pub(crate) mod tests {
             .unwrap()
     }
 
+    /// Grouped convolutions `(n, c, h, w, c_out, k, stride, padding, groups)` every grouped kernel
+    /// is checked on: strides 1-3, paddings, odd sizes, 1x1 to 5x5 kernels, windows that reach past
+    /// the padded input, depthwise.
+    pub(crate) const CASES: &[(
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+    )] = &[
+        (2, 8, 9, 7, 8, 3, 1, 1, 4),
+        (1, 8, 9, 7, 16, 3, 2, 1, 2),
+        (2, 6, 10, 11, 6, 3, 2, 1, 3),
+        (1, 4, 5, 5, 8, 1, 2, 0, 2),
+        (1, 6, 8, 9, 12, 5, 3, 2, 3),
+        (3, 4, 3, 4, 4, 3, 1, 0, 1),
+        (1, 6, 2, 3, 6, 3, 1, 2, 3),
+        (1, 32, 14, 14, 32, 3, 2, 1, 32),
+        (1, 8, 7, 7, 8, 3, 2, 0, 4),
+    ];
+
     /// Against Candle's own per-group convolution, over strides, paddings, odd sizes, kernels and
     /// dtypes, including non-contiguous input.
     #[test]
     fn matches_candle_grouped_conv() {
         let dev = Device::Cpu;
         for dtype in [DType::F32, DType::F64] {
-            for &(n, c, h, w, c_out, k, stride, padding, groups) in &[
-                (2, 8, 9, 7, 8, 3, 1, 1, 4),
-                (1, 8, 9, 7, 16, 3, 2, 1, 2),
-                (2, 6, 10, 11, 6, 3, 2, 1, 3),
-                (1, 4, 5, 5, 8, 1, 2, 0, 2),
-                (1, 6, 8, 9, 12, 5, 3, 2, 3),
-                (3, 4, 3, 4, 4, 3, 1, 0, 1),
-                (1, 6, 2, 3, 6, 3, 1, 2, 3),
-                (1, 32, 14, 14, 32, 3, 2, 1, 32),
-            ] {
+            for &(n, c, h, w, c_out, k, stride, padding, groups) in CASES {
                 let x = Tensor::randn(0f32, 1., (n, c, w, h), &dev)
                     .unwrap()
                     .to_dtype(dtype)

@@ -69,24 +69,14 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
 
     use super::*;
-    use crate::grouped::tests::max_abs;
+    use crate::grouped::tests::{max_abs, CASES};
 
-    /// Against Candle's per-group convolution: strides 1-3, paddings, odd sizes, 1x1 to 5x5
-    /// kernels, windows that reach past the padded input, non-contiguous input, f32 and f16.
+    /// Against Candle's per-group convolution on the grouped kernel's cases, with non-contiguous
+    /// input, in f32 and f16.
     #[test]
     fn matches_candle_grouped_conv() {
         let dev = Device::Cpu;
-        for &(n, c, h, w, c_out, k, stride, padding, groups) in &[
-            (2, 8, 9, 7, 8, 3, 1, 1, 4),
-            (1, 8, 9, 7, 16, 3, 2, 1, 2),
-            (2, 6, 10, 11, 6, 3, 2, 1, 3),
-            (1, 4, 5, 5, 8, 1, 2, 0, 2),
-            (1, 6, 8, 9, 12, 5, 3, 2, 3),
-            (3, 4, 3, 4, 4, 3, 1, 0, 1),
-            (1, 6, 2, 3, 6, 3, 1, 2, 3),
-            (1, 32, 14, 14, 32, 3, 2, 1, 32),
-            (1, 8, 7, 7, 8, 3, 2, 0, 4),
-        ] {
+        for &(n, c, h, w, c_out, k, stride, padding, groups) in CASES {
             let x = Tensor::randn(0f32, 1., (n, c, w, h), &dev)
                 .unwrap()
                 .transpose(2, 3)
