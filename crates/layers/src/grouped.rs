@@ -348,20 +348,23 @@ pub(crate) mod tests {
             .unwrap()
     }
 
+    /// `(n, c, h, w, c_out, k, stride, padding, groups)`.
+    pub(crate) type Case = (
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+    );
+
     /// Grouped convolutions `(n, c, h, w, c_out, k, stride, padding, groups)` every grouped kernel
     /// is checked on: strides 1-3, paddings, odd sizes, 1x1 to 5x5 kernels, windows that reach past
     /// the padded input, depthwise.
-    pub(crate) const CASES: &[(
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-    )] = &[
+    pub(crate) const CASES: &[Case] = &[
         (2, 8, 9, 7, 8, 3, 1, 1, 4),
         (1, 8, 9, 7, 16, 3, 2, 1, 2),
         (2, 6, 10, 11, 6, 3, 2, 1, 3),
