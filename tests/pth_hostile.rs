@@ -3,13 +3,13 @@
 //! `resnet-zoo convert` (exit 1, never a panic), and shared storages are read once.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
+mod common;
+
 #[path = "support/torch_pth.rs"]
 mod torch_pth;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::mpsc;
-use std::time::Duration;
 
 use candle_core::{DType, Device};
 use resnet_zoo::hub::{self, LoadError};
@@ -23,17 +23,6 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Runs `f` on a thread and fails the test if it does not return within `secs` (what a hang or an
-/// unbounded allocation looked like before the limits).
-fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(Duration::from_secs(secs))
-        .unwrap_or_else(|_| panic!("{what}: panicked, or no answer within {secs} s"))
-}
-
 /// Converts `bytes` saved as `name`: the library error (checked by `check`), then the CLI, which
 /// must exit 1 naming the file and every `want`.
 fn refused(dir: &Path, name: &str, bytes: &[u8], want: &[&str], check: fn(&LoadError) -> bool) {
@@ -41,7 +30,7 @@ fn refused(dir: &Path, name: &str, bytes: &[u8], want: &[&str], check: fn(&LoadE
     std::fs::write(&path, bytes).unwrap();
     let out = dir.join(format!("{name}.safetensors"));
     let (p, o) = (path.clone(), out.clone());
-    let err = within(20, name, move || hub::convert_pth(&p, &o, None))
+    let err = common::within(20, name, move || hub::convert_pth(&p, &o, None))
         .err()
         .unwrap_or_else(|| panic!("{name} converted"));
     assert!(check(&err), "{name}: unexpected variant {err:?}");
@@ -273,7 +262,7 @@ fn shared_storage_is_read_once() {
     let bytes = pth(&state_dict(&entries), &[("flat", &storage)]);
     let path = dir.join("flat.pth");
     std::fs::write(&path, &bytes).unwrap();
-    let tensors = within(60, "flat.pth", move || hub::read_pth(&path, None).unwrap());
+    let tensors = common::within(60, "flat.pth", move || hub::read_pth(&path, None).unwrap());
     assert_eq!(tensors.len(), n);
     for (i, t) in tensors.iter().enumerate() {
         assert_eq!(t.name, names[i]);

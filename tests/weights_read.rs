@@ -5,12 +5,14 @@
 //! the read. Everything is generated here.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
@@ -23,16 +25,6 @@ fn temp_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// Runs `f` on a thread; fails if it does not return within `secs` (a blocked or endless read).
-fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(Duration::from_secs(secs))
-        .unwrap_or_else(|_| panic!("{what}: panicked, or no answer within {secs} s"))
 }
 
 fn load(path: &Path) -> Result<ResNet, LoadError> {
@@ -78,7 +70,7 @@ fn fifos_and_devices_are_refused_without_reading() {
         (PathBuf::from("/dev/zero"), "a character device"),
     ] {
         let p = path.clone();
-        let err = within(10, &path.display().to_string(), move || load(&p).err()).unwrap();
+        let err = common::within(10, &path.display().to_string(), move || load(&p).err()).unwrap();
         assert!(
             matches!(err, LoadError::NotRegularFile { .. }),
             "{}: {err:?}",
@@ -92,14 +84,14 @@ fn fifos_and_devices_are_refused_without_reading() {
         cli_refuses(&path, kind);
         // `convert` reads its input the same way.
         let (p, out) = (path.clone(), dir.join("out.safetensors"));
-        let err = within(10, "convert", move || {
+        let err = common::within(10, "convert", move || {
             hub::convert_pth(&p, &out, None).err()
         })
         .unwrap();
         assert!(matches!(err, LoadError::NotRegularFile { .. }), "{err:?}");
         // And images.
         let p = path.clone();
-        let err = within(10, "image", move || {
+        let err = common::within(10, "image", move || {
             load_rgb(&p, &ImageLimits::default()).err()
         })
         .unwrap();

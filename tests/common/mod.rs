@@ -196,3 +196,18 @@ pub fn png_bomb(width: u32, height: u32) -> Vec<u8> {
     chunk(b"IEND", &[]);
     out
 }
+
+/// Runs `f` on a thread and fails the test if it does not return within `secs`: what a hang, an
+/// endless read or an unbounded allocation looks like to a test.
+pub fn within<T: Send + 'static>(
+    secs: u64,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(secs))
+        .unwrap_or_else(|_| panic!("{what}: panicked, or no answer within {secs} s"))
+}
