@@ -32,8 +32,9 @@ pub enum ReadError {
     Changed { what: &'static str },
 }
 
-/// What a file is, in words, for [`ReadError::NotRegular`].
-fn kind_of(meta: &Metadata) -> &'static str {
+/// What a file is, in words (`a FIFO (named pipe)`, `a directory`, ...), for
+/// [`ReadError::NotRegular`] and other messages about a path that is not the file expected.
+pub fn file_kind(meta: &Metadata) -> &'static str {
     let ft = meta.file_type();
     #[cfg(unix)]
     {
@@ -53,6 +54,8 @@ fn kind_of(meta: &Metadata) -> &'static str {
     }
     if ft.is_dir() {
         "a directory"
+    } else if ft.is_file() {
+        "a regular file"
     } else {
         "not a regular file"
     }
@@ -131,14 +134,14 @@ pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
     }
     if !meta.is_file() {
         return Err(ReadError::NotRegular {
-            kind: kind_of(&meta),
+            kind: file_kind(&meta),
         });
     }
     let mut file = open(path)?;
     let before = file.metadata()?;
     if !before.is_file() {
         return Err(ReadError::NotRegular {
-            kind: kind_of(&before),
+            kind: file_kind(&before),
         });
     }
     if before.len() > limit {
