@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
-use resnet_zoo_layers::nchwc::{Input, InputLayout, Isa, Nchw8c, PackedConv};
+use resnet_zoo_layers::nchwc::{Algorithm, Arena, Input, InputLayout, Isa, Nchw8c, PackedConv};
 use resnet_zoo_layers::{conv2d_fused, ConvGeometry, Epilogue};
 
 /// (in, out, kernel, stride, input side, count in the model): as in benches/forward.rs.
@@ -64,7 +64,8 @@ fn wait_for_quiet(max: f64, wait: Duration) {
     }
 }
 
-/// Median seconds of `f`, repeated for about a quarter of a second (3 to 50 runs).
+/// Fastest run of `f` in seconds, repeated for about a quarter of a second (3 to 50 runs): on a
+/// shared virtual machine the median moves by tens of percent between runs, the minimum much less.
 fn time(mut f: impl FnMut()) -> f64 {
     let t = Instant::now();
     f();
@@ -78,7 +79,7 @@ fn time(mut f: impl FnMut()) -> f64 {
         })
         .collect();
     v.sort_by(f64::total_cmp);
-    v[runs / 2]
+    v[0]
 }
 
 /// GFLOP/s of independent FMAs on every rayon thread (best of 3): 256-bit (AVX2) when `wide` is
@@ -223,7 +224,15 @@ fn main() {
             } else {
                 InputLayout::Blocked
             };
-            let packed = PackedConv::from_tensors(&w, Some(&b), s, pad, layout).unwrap();
+            // As a ResNet packs it: Winograd where it is the default, except in the last stage
+            // (the 7x7 maps), which runs direct.
+            let algorithm = if side == 7 {
+                Algorithm::Direct
+            } else {
+                Algorithm::Auto
+            };
+            let packed =
+                PackedConv::from_tensors_scaled(&w, None, Some(&b), g, layout, algorithm).unwrap();
             let xb = Nchw8c::from_nchw(&xv, n, c, side, side).unwrap();
             let run = |xb: &Nchw8c, isa: Isa| -> Nchw8c {
                 let inp = match layout {
@@ -320,8 +329,94 @@ fn main() {
             1e3 * t_conv / n as f64
         );
     }
+    for &n in &batches {
+        winograd_vs_direct(n, isa, &filter);
+    }
     println!(
         "\nload average: {load_start:.2} at the start, {:.2} at the end",
         load()
     );
+}
+
+/// Fastest of `runs` runs, in seconds (robust to a noisy host, where the median is not).
+fn best_of(runs: usize, mut f: impl FnMut()) -> f64 {
+    (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// The stride-1 3x3 convolutions of ResNet-50, ResNet-18 and Wide-ResNet-50-2, direct against
+/// Winograd F(2x2, 3x3), with the residual and the ReLU, in NCHW8c through an arena (as the models
+/// run them). GFLOP/s count the direct convolution's FLOPs for both.
+fn winograd_vs_direct(n: usize, isa: Isa, filter: &str) {
+    println!("\nStride-1 3x3 convolutions, batch {n}, {isa:?}: direct vs Winograd F(2x2, 3x3) (best of 15; effective GFLOP/s)");
+    println!("| conv | direct ms | Winograd ms | direct GFLOP/s | Winograd eff. GFLOP/s | speed-up | rel err |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let arena = Arena::new();
+    for &(c, side) in &[
+        (64, 56),
+        (128, 28),
+        (256, 14),
+        (512, 7),
+        (128, 56),
+        (256, 28),
+        (512, 14),
+        (1024, 7),
+    ] {
+        let name = format!("{c}->{c} 3x3/1 @{side}");
+        if !name.contains(filter) {
+            continue;
+        }
+        let x: Vec<f32> = (0..n * c * side * side)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let xb = Nchw8c::from_nchw(&x, n, c, side, side).unwrap();
+        let w: Vec<f32> = (0..c * c * 9)
+            .map(|i| ((i * 104729) % 1000) as f32 / 10000.0 - 0.05)
+            .collect();
+        let b: Vec<f32> = (0..c).map(|i| i as f32 / c as f32).collect();
+        let g = ConvGeometry {
+            stride: 1,
+            padding: 1,
+            groups: 1,
+        };
+        let pack = |a| {
+            PackedConv::new_scaled(&w, [c, c, 3, 3], None, Some(&b), g, InputLayout::Blocked, a)
+                .unwrap()
+        };
+        let (direct, wino) = (pack(Algorithm::Direct), pack(Algorithm::Winograd));
+        let run = |p: &PackedConv| {
+            let y = p
+                .forward_in(Input::Blocked(&xb), Some(&xb), true, isa, &arena)
+                .unwrap();
+            arena.recycle(y);
+        };
+        let yd = direct
+            .forward_in(Input::Blocked(&xb), Some(&xb), true, isa, &arena)
+            .unwrap();
+        let yw = wino
+            .forward_in(Input::Blocked(&xb), Some(&xb), true, isa, &arena)
+            .unwrap();
+        let scale = yd.as_slice().iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = yd
+            .as_slice()
+            .iter()
+            .zip(yw.as_slice())
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+            / scale;
+        let (td, tw) = (best_of(15, || run(&direct)), best_of(15, || run(&wino)));
+        let f = 2.0 * (n * direct.macs_per_image(side, side)) as f64;
+        println!(
+            "| {name} | {:.3} | {:.3} | {:.1} | {:.1} | {:.2}x | {err:.1e} |",
+            td * 1e3,
+            tw * 1e3,
+            f / td / 1e9,
+            f / tw / 1e9,
+            td / tw
+        );
+    }
 }

@@ -18,6 +18,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::geometry::{ConvGeometry, ConvShape};
 use crate::grouped_matmul::grouped_conv2d_matmul;
 
 /// `conv2d(x, w, stride, padding, dilation = 1, groups)` for `x: [N, C, H, W]` and
@@ -29,7 +30,12 @@ pub fn grouped_conv2d(
     padding: usize,
     groups: usize,
 ) -> Result<Tensor> {
-    let dims = Dims::new(x.shape(), w.shape(), stride, padding, groups)?;
+    let geometry = ConvGeometry {
+        stride,
+        padding,
+        groups,
+    };
+    let shape = ConvShape::new(x.shape(), w.shape(), geometry)?;
     if x.dtype() != w.dtype() {
         // Candle's error names both dtypes.
         return x.conv2d(w, padding, stride, 1, groups);
@@ -39,101 +45,23 @@ pub fn grouped_conv2d(
         if groups == 1 {
             return x.conv2d(w, padding, stride, 1, 1);
         }
-        return grouped_conv2d_matmul(x, w, dims, groups);
+        return grouped_conv2d_matmul(x, w, shape);
     }
-    x.contiguous()?.apply_op2_no_bwd(
-        &w.contiguous()?,
-        &GroupedConv {
-            stride,
-            padding,
-            groups,
-        },
-    )
+    x.contiguous()?
+        .apply_op2_no_bwd(&w.contiguous()?, &GroupedConv { geometry })
 }
 
 struct GroupedConv {
-    stride: usize,
-    padding: usize,
-    groups: usize,
+    geometry: ConvGeometry,
 }
 
-/// The shapes of one grouped convolution.
-#[derive(Clone, Copy)]
-pub(crate) struct Dims {
-    pub(crate) n: usize,
-    pub(crate) c: usize,
-    pub(crate) h: usize,
-    pub(crate) w: usize,
-    pub(crate) c_out: usize,
-    pub(crate) c_in_g: usize,
-    pub(crate) kh: usize,
-    pub(crate) kw: usize,
-    pub(crate) ho: usize,
-    pub(crate) wo: usize,
-    pub(crate) stride: usize,
-    pub(crate) padding: usize,
-}
-
-impl Dims {
-    /// The shapes of `conv2d(x, w)` for `x: [N, C, H, W]` and `w: [C_out, C / groups, k_h, k_w]`,
-    /// or an error naming both shapes when they do not fit each other, the groups, or the padding.
-    pub(crate) fn new(
-        x: &Shape,
-        w: &Shape,
-        stride: usize,
-        padding: usize,
-        groups: usize,
-    ) -> Result<Self> {
-        let (n, c, h, wd) = x.dims4()?;
-        let (c_out, c_in_g, kh, kw) = w.dims4()?;
-        if groups == 0 || stride == 0 || c != c_in_g * groups || !c_out.is_multiple_of(groups) {
-            bail!(
-                "conv2d: input {:?}, weight {:?}, groups {groups}, stride {stride} do not fit",
-                x.dims(),
-                w.dims()
-            );
-        }
-        if h + 2 * padding < kh || wd + 2 * padding < kw {
-            bail!(
-                "conv2d: input {:?} with padding {padding} is smaller than the {kh}x{kw} kernel",
-                x.dims()
-            );
-        }
-        Ok(Self {
-            n,
-            c,
-            h,
-            w: wd,
-            c_out,
-            c_in_g,
-            kh,
-            kw,
-            ho: (h + 2 * padding - kh) / stride + 1,
-            wo: (wd + 2 * padding - kw) / stride + 1,
-            stride,
-            padding,
-        })
-    }
-}
-
-/// Output columns `[lo, hi)` whose input column `ow * stride + kj - padding` lies in `[0, w)`.
-pub(crate) fn valid_columns(d: &Dims, kj: usize) -> (usize, usize) {
-    let lo = d.padding.saturating_sub(kj).div_ceil(d.stride);
-    let hi = if d.w + d.padding > kj {
-        ((d.w + d.padding - kj - 1) / d.stride + 1).min(d.wo)
-    } else {
-        0
-    };
-    (lo, hi.max(lo))
-}
-
-fn conv_planes<T>(x: &[T], w: &[T], d: Dims) -> Vec<T>
+fn conv_planes<T>(x: &[T], w: &[T], d: ConvShape) -> Vec<T>
 where
     T: Copy + Default + Send + Sync + std::ops::Mul<Output = T> + std::ops::AddAssign,
 {
     let plane = d.ho * d.wo;
     let mut out = vec![T::default(); d.n * d.c_out * plane];
-    let c_out_g = d.c_out / (d.c / d.c_in_g);
+    let c_out_g = d.c_out_g();
     out.par_chunks_mut(plane)
         .enumerate()
         .for_each(|(idx, acc)| {
@@ -144,9 +72,9 @@ where
                 for ki in 0..d.kh {
                     for kj in 0..d.kw {
                         let wv = w[((o * d.c_in_g + ci) * d.kh + ki) * d.kw + kj];
-                        let (lo, hi) = valid_columns(&d, kj);
+                        let (lo, hi) = d.valid_columns(kj);
                         for oh in 0..d.ho {
-                            let Some(ih) = (oh * d.stride + ki).checked_sub(d.padding) else {
+                            let Some(ih) = (oh * d.stride() + ki).checked_sub(d.padding()) else {
                                 continue;
                             };
                             if ih >= d.h || lo >= hi {
@@ -155,15 +83,15 @@ where
                             let row = &input[ih * d.w..][..d.w];
                             let out_row = &mut acc[oh * d.wo + lo..oh * d.wo + hi];
                             // First input column read: lo * stride + kj - padding (>= 0 by `lo`).
-                            let start = lo * d.stride + kj - d.padding;
-                            if d.stride == 1 {
+                            let start = lo * d.stride() + kj - d.padding();
+                            if d.stride() == 1 {
                                 for (o, &i) in out_row.iter_mut().zip(&row[start..]) {
                                     *o += wv * i;
                                 }
                             } else {
                                 for (o, &i) in out_row
                                     .iter_mut()
-                                    .zip(row[start..].iter().step_by(d.stride))
+                                    .zip(row[start..].iter().step_by(d.stride()))
                                 {
                                     *o += wv * i;
                                 }
@@ -182,12 +110,13 @@ const DIRECT_MIN_WIDTH: usize = 48;
 /// Columns a GEMM task aims for: images per task = this / (H_out * W_out), at least 1.
 const GEMM_COLUMNS: usize = 1024;
 
-fn conv_gemm<T>(x: &[T], w: &[T], d: Dims, groups: usize) -> Vec<T>
+fn conv_gemm<T>(x: &[T], w: &[T], d: ConvShape) -> Vec<T>
 where
     T: Copy + Default + Send + Sync + From<f32> + 'static,
 {
     let plane = d.ho * d.wo;
-    let c_out_g = d.c_out / groups;
+    let groups = d.groups();
+    let c_out_g = d.c_out_g();
     let k = d.c_in_g * d.kh * d.kw;
     let chunk = (GEMM_COLUMNS / plane).clamp(1, d.n);
     let n_chunks = d.n.div_ceil(chunk);
@@ -203,22 +132,23 @@ where
                 for ki in 0..d.kh {
                     for kj in 0..d.kw {
                         let row = ((ci * d.kh + ki) * d.kw + kj) * cols_n;
-                        let (lo, hi) = valid_columns(&d, kj);
+                        let (lo, hi) = d.valid_columns(kj);
                         if lo >= hi {
                             continue;
                         }
-                        let start = lo * d.stride + kj - d.padding;
+                        let start = lo * d.stride() + kj - d.padding();
                         for b in 0..images {
                             let input = &x[((first + b) * d.c + g * d.c_in_g + ci) * d.h * d.w..]
                                 [..d.h * d.w];
                             for oh in 0..d.ho {
-                                let Some(ih) = (oh * d.stride + ki).checked_sub(d.padding) else {
+                                let Some(ih) = (oh * d.stride() + ki).checked_sub(d.padding())
+                                else {
                                     continue;
                                 };
                                 if ih >= d.h {
                                     continue;
                                 }
-                                let src = input[ih * d.w + start..].iter().step_by(d.stride);
+                                let src = input[ih * d.w + start..].iter().step_by(d.stride());
                                 let dst = &mut cols[row + b * plane + oh * d.wo..][lo..hi];
                                 for (o, &i) in dst.iter_mut().zip(src) {
                                     *o = i;
@@ -271,7 +201,7 @@ where
     out
 }
 
-pub(crate) fn grouped<T>(x: &[T], w: &[T], d: Dims, groups: usize) -> Vec<T>
+pub(crate) fn grouped<T>(x: &[T], w: &[T], d: ConvShape) -> Vec<T>
 where
     T: Copy
         + Default
@@ -282,10 +212,10 @@ where
         + std::ops::AddAssign
         + 'static,
 {
-    if d.stride == 1 && d.wo >= DIRECT_MIN_WIDTH {
+    if d.stride() == 1 && d.wo >= DIRECT_MIN_WIDTH {
         conv_planes(x, w, d)
     } else {
-        conv_gemm(x, w, d, groups)
+        conv_gemm(x, w, d)
     }
 }
 
@@ -301,13 +231,7 @@ impl CustomOp2 for GroupedConv {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let d = Dims::new(
-            xl.shape(),
-            wl.shape(),
-            self.stride,
-            self.padding,
-            self.groups,
-        )?;
+        let d = ConvShape::new(xl.shape(), wl.shape(), self.geometry)?;
         let (Some((x0, x1)), Some((w0, w1))) = (xl.contiguous_offsets(), wl.contiguous_offsets())
         else {
             bail!("grouped conv2d: inputs must be contiguous");
@@ -315,10 +239,10 @@ impl CustomOp2 for GroupedConv {
         let shape = Shape::from((d.n, d.c_out, d.ho, d.wo));
         let out = match (xs, ws) {
             (CpuStorage::F32(x), CpuStorage::F32(w)) => {
-                CpuStorage::F32(grouped(&x[x0..x1], &w[w0..w1], d, self.groups))
+                CpuStorage::F32(grouped(&x[x0..x1], &w[w0..w1], d))
             }
             (CpuStorage::F64(x), CpuStorage::F64(w)) => {
-                CpuStorage::F64(grouped(&x[x0..x1], &w[w0..w1], d, self.groups))
+                CpuStorage::F64(grouped(&x[x0..x1], &w[w0..w1], d))
             }
             _ => bail!("grouped conv2d: the CPU kernel takes f32 or f64 input and weight"),
         };
@@ -327,54 +251,11 @@ impl CustomOp2 for GroupedConv {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use candle_core::{Device, D};
-
-    /// `max|a - b|` in f64, for the kernels' tests here and in `conv`.
-    pub(crate) fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .max(D::Minus1)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
-
-    /// `(n, c, h, w, c_out, k, stride, padding, groups)`.
-    pub(crate) type Case = (
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-    );
-
-    /// Grouped convolutions `(n, c, h, w, c_out, k, stride, padding, groups)` every grouped kernel
-    /// is checked on: strides 1-3, paddings, odd sizes, 1x1 to 5x5 kernels, windows that reach past
-    /// the padded input, depthwise.
-    pub(crate) const CASES: &[Case] = &[
-        (2, 8, 9, 7, 8, 3, 1, 1, 4),
-        (1, 8, 9, 7, 16, 3, 2, 1, 2),
-        (2, 6, 10, 11, 6, 3, 2, 1, 3),
-        (1, 4, 5, 5, 8, 1, 2, 0, 2),
-        (1, 6, 8, 9, 12, 5, 3, 2, 3),
-        (3, 4, 3, 4, 4, 3, 1, 0, 1),
-        (1, 6, 2, 3, 6, 3, 1, 2, 3),
-        (1, 32, 14, 14, 32, 3, 2, 1, 32),
-        (1, 8, 7, 7, 8, 3, 2, 0, 4),
-    ];
+    use crate::testutil::{max_abs, CASES};
+    use candle_core::Device;
 
     /// Against Candle's own per-group convolution, over strides, paddings, odd sizes, kernels and
     /// dtypes, including non-contiguous input.
@@ -410,21 +291,14 @@ pub(crate) mod tests {
                         .unwrap();
                     let ws: Vec<f32> = wt.flatten_all().unwrap().to_vec1().unwrap();
                     let (ho, wo) = (theirs.dim(2).unwrap(), theirs.dim(3).unwrap());
-                    let d = Dims {
-                        n,
-                        c,
-                        h,
-                        w,
-                        c_out,
-                        c_in_g: c / groups,
-                        kh: k,
-                        kw: k,
-                        ho,
-                        wo,
+                    let geometry = ConvGeometry {
                         stride,
                         padding,
+                        groups,
                     };
-                    for out in [conv_planes(&xs, &ws, d), conv_gemm(&xs, &ws, d, groups)] {
+                    let d = ConvShape::new(x.shape(), wt.shape(), geometry).unwrap();
+                    assert_eq!((d.ho, d.wo), (ho, wo), "case {case:?}");
+                    for out in [conv_planes(&xs, &ws, d), conv_gemm(&xs, &ws, d)] {
                         let out = Tensor::from_vec(out, theirs.shape(), &dev).unwrap();
                         let err = max_abs(&out, &theirs);
                         assert!(err < 1e-4, "case {case:?}: max diff {err}");

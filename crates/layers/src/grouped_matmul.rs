@@ -17,24 +17,19 @@
 
 use candle_core::{Result, Tensor};
 
-use crate::grouped::Dims;
+use crate::geometry::ConvShape;
 
 /// `conv2d(x, w, stride, padding, dilation = 1, groups)` for `x: [N, C, H, W]` and
 /// `w: [C_out, C / groups, k_h, k_w]` on any device and dtype.
-pub(crate) fn grouped_conv2d_matmul(
-    x: &Tensor,
-    w: &Tensor,
-    d: Dims,
-    groups: usize,
-) -> Result<Tensor> {
-    let s = d.stride;
+pub(crate) fn grouped_conv2d_matmul(x: &Tensor, w: &Tensor, d: ConvShape) -> Result<Tensor> {
+    let (s, groups) = (d.stride(), d.groups());
     // Tap (i, j) reads padded rows i, i + s, ..., i + s * (H_out - 1): a window of s * H_out rows
     // starting at i, of which every s-th is kept. Pad the bottom and right so every window fits.
-    let hp = (d.kh - 1 + s * d.ho).max(d.h + 2 * d.padding);
-    let wp = (d.kw - 1 + s * d.wo).max(d.w + 2 * d.padding);
+    let hp = (d.kh - 1 + s * d.ho).max(d.h + 2 * d.padding());
+    let wp = (d.kw - 1 + s * d.wo).max(d.w + 2 * d.padding());
     let x = x
-        .pad_with_zeros(2, d.padding, hp - d.h - d.padding)?
-        .pad_with_zeros(3, d.padding, wp - d.w - d.padding)?
+        .pad_with_zeros(2, d.padding(), hp - d.h - d.padding())?
+        .pad_with_zeros(3, d.padding(), wp - d.w - d.padding())?
         .transpose(0, 1)?
         .contiguous()?; // [C, N, H_p, W_p]
     let mut taps = Vec::with_capacity(d.kh * d.kw);
@@ -53,7 +48,7 @@ pub(crate) fn grouped_conv2d_matmul(
         }
     }
     let k = d.c_in_g * d.kh * d.kw;
-    let c_out_g = d.c_out / groups;
+    let c_out_g = d.c_out_g();
     let cols = Tensor::stack(&taps, 1)?.reshape((groups, k, d.n * d.ho * d.wo))?;
     let w = w.contiguous()?.reshape((groups, c_out_g, k))?;
     w.matmul(&cols)? // [G, C_out/G, N * H_out * W_out]
@@ -69,7 +64,8 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
 
     use super::*;
-    use crate::grouped::tests::{max_abs, CASES};
+    use crate::testutil::{max_abs, CASES};
+    use crate::ConvGeometry;
 
     /// Against Candle's per-group convolution on the grouped kernel's cases, with non-contiguous
     /// input, in f32 and f16.
@@ -82,10 +78,15 @@ mod tests {
                 .transpose(2, 3)
                 .unwrap();
             let wt = Tensor::randn(0f32, 1., (c_out, c / groups, k, k), &dev).unwrap();
-            let d = Dims::new(x.shape(), wt.shape(), stride, padding, groups).unwrap();
+            let geometry = ConvGeometry {
+                stride,
+                padding,
+                groups,
+            };
+            let d = ConvShape::new(x.shape(), wt.shape(), geometry).unwrap();
             let theirs = x.conv2d(&wt, padding, stride, 1, groups).unwrap();
             let case = (n, c, h, w, k, stride, padding, groups);
-            let ours = grouped_conv2d_matmul(&x, &wt, d, groups).unwrap();
+            let ours = grouped_conv2d_matmul(&x, &wt, d).unwrap();
             assert_eq!(ours.dims(), theirs.dims(), "case {case:?}");
             let err = max_abs(&ours, &theirs);
             assert!(err < 1e-4, "case {case:?}: max diff {err}");
@@ -94,7 +95,7 @@ mod tests {
                 x.to_dtype(DType::F16).unwrap(),
                 wt.to_dtype(DType::F16).unwrap(),
             );
-            let half = grouped_conv2d_matmul(&xh, &wh, d, groups).unwrap();
+            let half = grouped_conv2d_matmul(&xh, &wh, d).unwrap();
             assert_eq!(half.dtype(), DType::F16);
             let err = max_abs(&half.to_dtype(DType::F32).unwrap(), &theirs);
             assert!(err < 5e-2, "case {case:?} in f16: max diff {err}");

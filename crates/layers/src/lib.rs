@@ -17,8 +17,9 @@
 //! - [`global_avg_pool`]: `adaptive_avg_pool2d(1)` followed by `flatten(1)`.
 //! - [`TensorSpec`]: the name and shape of one checkpoint tensor, so a model can say which tensors it
 //!   expects before anything is loaded (strict loading).
-//! - [`nchwc`]: convolutions in the channel-blocked NCHW8c layout with pre-packed weights and AVX2
-//!   micro-kernels (measured, not yet used by the models).
+//! - [`nchwc`]: the CPU f32 path of the models: activations in the channel-blocked layout NCHW8c,
+//!   weights packed once at load, direct AVX-512 / AVX2 micro-kernels (and a portable one) chosen at
+//!   run time, Winograd F(2x2, 3x3), and the pools, shortcuts and norms in the same layout.
 //!
 //! Every layer is a plain struct with `new(config, vb)` and `impl Module`, so `{:?}` prints the tree.
 
@@ -26,6 +27,8 @@
 
 mod conv;
 mod conv_bn;
+mod epilogue;
+mod geometry;
 mod grouped;
 mod grouped_matmul;
 pub mod nchwc;
@@ -33,9 +36,14 @@ mod norm;
 mod pool;
 mod shortcut;
 mod spec;
+#[cfg(test)]
+mod testutil;
+mod tiled;
 
-pub use conv::{conv2d_fused, ConvGeometry, Epilogue};
+pub use conv::conv2d_fused;
 pub use conv_bn::{needs_f32_compute, ConvBn, ConvBnConfig};
+pub use epilogue::Epilogue;
+pub use geometry::ConvGeometry;
 pub use grouped::grouped_conv2d;
 pub use norm::{NormAct, NormKind};
 pub use pool::{avg_pool2d_ceil, global_avg_pool, MaxPool2d};

@@ -5,7 +5,7 @@ use candle_core::{bail, Result};
 use rayon::prelude::*;
 
 use super::kernel::{kernel, max_blocks, max_pixels, Isa, Tile};
-use super::layout::{pad_planes, Nchw8c, BLOCK, PADDED};
+use super::layout::{pad_planes, Arena, Nchw8c, BLOCK, PADDED};
 use super::pack::{InputLayout, PackedConv, PAIR};
 
 /// The input of [`PackedConv::forward`].
@@ -36,14 +36,15 @@ const NARROW: usize = 16;
 
 /// A pointer that tasks writing disjoint parts of one buffer may share.
 #[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: tasks write disjoint parts of the output (see `forward`), which outlives them.
+pub(super) struct Shared(pub(super) *mut f32);
+// SAFETY: tasks write disjoint parts of the output (see `forward` here and Winograd's `forward`
+// and `gemm`), which outlives them.
 unsafe impl Send for Shared {}
 // SAFETY: as for `Send`: no two tasks touch the same element.
 unsafe impl Sync for Shared {}
 
 impl Shared {
-    fn get(self) -> *mut f32 {
+    pub(super) fn get(self) -> *mut f32 {
         self.0
     }
 }
@@ -55,7 +56,8 @@ struct Plan {
     w: usize,
     ho: usize,
     wo: usize,
-    /// Input blocks, channels per block, strides of input block, row, column and channel.
+    /// Input blocks a pair of output blocks reads, channels per block, strides of input block,
+    /// row, column and channel.
     n_ib: usize,
     icb: usize,
     x_ib: usize,
@@ -80,11 +82,23 @@ impl PackedConv {
         relu: bool,
         isa: Isa,
     ) -> Result<Nchw8c> {
+        self.forward_in(x, residual, relu, isa, &Arena::new())
+    }
+
+    /// [`PackedConv::forward`] writing into a buffer from `arena`.
+    pub fn forward_in(
+        &self,
+        x: Input,
+        residual: Option<&Nchw8c>,
+        relu: bool,
+        isa: Isa,
+        arena: &Arena,
+    ) -> Result<Nchw8c> {
         if !isa.available() {
             bail!("nchwc: this CPU cannot run the {isa:?} kernels");
         }
         let (data, n, c, h, w) = match (x, self.input) {
-            (Input::Blocked(t), InputLayout::Blocked) => (&t.data[..], t.n, t.c, t.h, t.w),
+            (Input::Blocked(t), InputLayout::Blocked) => (t.as_slice(), t.n, t.c, t.h, t.w),
             (Input::Nchw { data, n, h, w }, InputLayout::Nchw) => {
                 (data, n, data.len() / (n * h * w).max(1), h, w)
             }
@@ -94,8 +108,9 @@ impl PackedConv {
             ),
         };
         let (n_ib, icb) = self.in_blocks();
+        let all_ib = self.c_in.div_ceil(BLOCK);
         let expected = match self.input {
-            InputLayout::Blocked => n * n_ib * BLOCK * h * w,
+            InputLayout::Blocked => n * all_ib * BLOCK * h * w,
             InputLayout::Nchw => n * self.c_in * h * w,
         };
         if c != self.c_in || data.len() != expected || n == 0 {
@@ -113,9 +128,8 @@ impl PackedConv {
                 self.kw
             );
         };
-        let mut out = Nchw8c::zeros(n, self.c_out, ho, wo);
         if let Some(r) = residual {
-            if (r.n, r.c, r.h, r.w) != (n, self.c_out, ho, wo) || r.data.len() != out.data.len() {
+            if (r.n, r.c, r.h, r.w) != (n, self.c_out, ho, wo) {
                 bail!(
                     "nchwc: residual [{}, {}, {}, {}] does not match the output [{n}, {}, {ho}, {wo}]",
                     r.n,
@@ -126,13 +140,16 @@ impl PackedConv {
                 );
             }
         }
+        if let (Some(wino), Input::Blocked(x)) = (&self.winograd, x) {
+            return wino.forward(x, self.c_out, &self.bias, residual, relu, isa, arena);
+        }
         // Narrow maps: pad the input once, so that no output column is an edge one (those run as
         // 1-pixel tiles, 2 of every 7 columns of a 7x7 map).
         let mut scratch = PADDED.take();
         let (data, h, w, pad) =
             if self.input == InputLayout::Blocked && self.padding > 0 && wo <= NARROW {
                 let p = self.padding;
-                pad_planes(data, n * n_ib, h, w, p, &mut scratch);
+                pad_planes(data, n * all_ib, h, w, p, &mut scratch);
                 (&scratch[..], h + 2 * p, w + 2 * p, 0)
             } else {
                 (data, h, w, self.padding)
@@ -155,7 +172,9 @@ impl PackedConv {
         };
         debug_assert_eq!((plan.n_ib, plan.icb), (n_ib, icb));
         let image_in = data.len() / n;
-        let image_out = out.data.len() / n;
+        // Every element of the output is written below (padded lanes with zeros).
+        let mut out = Nchw8c::scratch(arena, n, self.c_out, ho, wo);
+        let image_out = out.len() / n;
         // Output blocks are handed out in units of the widest tile.
         let unit = max_blocks(isa);
         let units = plan.out_blocks.div_ceil(unit);
@@ -167,8 +186,8 @@ impl PackedConv {
         let groups = wanted.clamp(1, units);
         let units_per = units.div_ceil(groups);
         let groups = units.div_ceil(units_per);
-        let dst = Shared(out.data.as_mut_ptr());
-        let res = residual.map(|r| &r.data[..]);
+        let dst = Shared(out.as_mut_slice().as_mut_ptr());
+        let res = residual.map(Nchw8c::as_slice);
         (0..n * groups * row_blocks)
             .into_par_iter()
             .for_each(|task| {
@@ -247,14 +266,21 @@ impl PackedConv {
         for c0 in (0..plan.n_ib).step_by(chunk) {
             let mut ob = blocks.start;
             while ob < blocks.end {
-                // Tiles start on a pair (`ob` is even): 4 blocks, 2, or an odd last one.
+                // Tiles start on a pair (`ob` is even): 4 blocks (two pairs reading the same input
+                // blocks), 2, or an odd last one.
+                let pair = ob / 2;
                 let nb = match blocks.end - ob {
-                    left if left >= 4 && isa == Isa::Avx512 => 4,
+                    left if left >= 4
+                        && isa == Isa::Avx512
+                        && self.ib0[pair] == self.ib0[pair + 1] =>
+                    {
+                        4
+                    }
                     left => left.min(2),
                 };
                 let max_px = max_pixels(isa, nb);
                 let base = Tile {
-                    x: x.as_ptr().wrapping_add(c0 * plan.x_ib),
+                    x: x.as_ptr().wrapping_add((self.ib0[pair] + c0) * plan.x_ib),
                     w: weights.wrapping_add(ob / 2 * w_pair + c0 * w_ib),
                     // SAFETY: `ob` is an output block; the bias has 8 values per block (16 per pair).
                     bias: unsafe { bias.add(ob * BLOCK) },

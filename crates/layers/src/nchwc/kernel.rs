@@ -10,6 +10,8 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use candle_core::{bail, Result};
+
 use super::layout::BLOCK;
 use super::pack::PAIR;
 
@@ -78,6 +80,28 @@ impl Isa {
             return Self::Avx2Fma;
         }
         Self::Portable
+    }
+
+    /// The kernels chosen by the `RESNET_ZOO_ISA` environment variable: unset or `auto`, the
+    /// fastest SIMD kernels this CPU has ([`Isa::detect`]), or `None` where it has neither AVX2 nor
+    /// AVX-512 (the portable kernels are then not faster than the GEMM path); `avx512`, `avx2` or
+    /// `portable` to force one (an error if this CPU lacks it); `off` for the GEMM path.
+    pub fn configured() -> Result<Option<Self>> {
+        let value = std::env::var("RESNET_ZOO_ISA").unwrap_or_default();
+        let isa = match value.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => return Ok(Some(Self::detect()).filter(|&i| i != Self::Portable)),
+            "off" => return Ok(None),
+            "avx512" => Self::Avx512,
+            "avx2" => Self::Avx2Fma,
+            "portable" => Self::Portable,
+            other => bail!(
+                "RESNET_ZOO_ISA={other:?} is not a kernel set: use auto, avx512, avx2, portable or off"
+            ),
+        };
+        if !isa.available() {
+            bail!("RESNET_ZOO_ISA={value}: this CPU cannot run the {isa:?} kernels (unset it, or use auto)");
+        }
+        Ok(Some(isa))
     }
 
     /// Whether this CPU can run these kernels.

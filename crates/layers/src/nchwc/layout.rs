@@ -5,6 +5,8 @@
 //! (and stay zero through every kernel: their packed weights, bias and residual lanes are zero).
 
 use candle_core::{bail, DType, Device, Result, Tensor};
+use std::sync::Mutex;
+
 use rayon::prelude::*;
 
 /// Channels per block: one AVX2 register of f32.
@@ -13,8 +15,9 @@ pub const BLOCK: usize = 8;
 /// An f32 activation in the NCHW8c layout.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Nchw8c {
-    /// `n * blocks() * h * w * 8` values, `[N, C/8, H, W, 8]`.
-    pub data: Vec<f32>,
+    /// At least [`Nchw8c::len`] values, `[N, C/8, H, W, 8]`; a buffer from an [`Arena`] may be
+    /// longer (the values past `len` are not part of the activation).
+    data: Vec<f32>,
     pub n: usize,
     /// Logical channels (the padded lanes of the last block are zero).
     pub c: usize,
@@ -32,6 +35,40 @@ impl Nchw8c {
             h,
             w,
         }
+    }
+
+    /// An activation of the given shape in a buffer from `arena`, holding stale values: the caller
+    /// writes every element, the padded lanes included (with zeros).
+    pub(crate) fn scratch(arena: &Arena, n: usize, c: usize, h: usize, w: usize) -> Self {
+        let len = n * c.div_ceil(BLOCK) * h * w * BLOCK;
+        Self {
+            data: arena.take(len),
+            n,
+            c,
+            h,
+            w,
+        }
+    }
+
+    /// Values of the activation: `n * blocks() * h * w * 8`.
+    pub fn len(&self) -> usize {
+        self.n * self.blocks() * self.h * self.w * BLOCK
+    }
+
+    /// Whether the activation has no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values, `[N, C/8, H, W, 8]`.
+    pub fn as_slice(&self) -> &[f32] {
+        &self.data[..self.len()]
+    }
+
+    /// The values, mutable.
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+        let len = self.len();
+        &mut self.data[..len]
     }
 
     /// Channel blocks: `ceil(c / 8)`.
@@ -80,7 +117,7 @@ impl Nchw8c {
             .for_each(|(idx, dst)| {
                 let (image, channel) = (idx / c, idx % c);
                 let (block, lane) = (channel / BLOCK, channel % BLOCK);
-                let src = &self.data[(image * cb + block) * plane * BLOCK..][..plane * BLOCK];
+                let src = &self.as_slice()[(image * cb + block) * plane * BLOCK..][..plane * BLOCK];
                 for (o, px) in dst.iter_mut().zip(src.chunks_exact(BLOCK)) {
                     *o = px[lane];
                 }
@@ -101,6 +138,63 @@ impl Nchw8c {
     /// The `[N, C, H, W]` tensor on `device`.
     pub fn to_tensor(&self, device: &Device) -> Result<Tensor> {
         Tensor::from_vec(self.to_nchw(), (self.n, self.c, self.h, self.w), device)
+    }
+}
+
+/// Activation buffers reused across the layers of a forward pass and across passes, so that a
+/// forward allocates nothing once the first one has run (fresh memory also costs page faults).
+///
+/// Shared by the threads of a model (a mutex around the free list, taken twice per layer).
+#[derive(Debug, Default)]
+pub struct Arena {
+    free: Mutex<Vec<Vec<f32>>>,
+}
+
+impl Clone for Arena {
+    /// A clone starts with no buffers of its own.
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl Arena {
+    /// An empty arena.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A buffer of at least `len` values: the smallest free one that is long enough, else the
+    /// longest grown (zeros past its old length), else a new one.
+    fn take(&self, len: usize) -> Vec<f32> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let fit = (0..free.len())
+            .filter(|&i| free[i].len() >= len)
+            .min_by_key(|&i| free[i].len());
+        let pick = fit.or_else(|| (0..free.len()).max_by_key(|&i| free[i].len()));
+        let mut buf = match pick {
+            Some(i) => free.swap_remove(i),
+            None => Vec::new(),
+        };
+        drop(free);
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        buf
+    }
+
+    /// Returns an activation's buffer for later layers.
+    pub fn recycle(&self, x: Nchw8c) {
+        if x.data.capacity() > 0 {
+            self.free
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(x.data);
+        }
+    }
+
+    /// Frees every buffer.
+    pub fn clear(&self) {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 

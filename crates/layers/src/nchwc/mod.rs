@@ -1,6 +1,7 @@
 //! CPU convolutions in the channel-blocked layout NCHW8c, with their own micro-kernels.
 //!
-//! The first step of issue #12 (not yet wired into the models; see docs/performance.md):
+//! What an f32 ResNet on the CPU runs (issue #12; `crates/resnet/src/blocked.rs` keeps the layout
+//! from the stem to the pooling; figures in docs/performance.md):
 //!
 //! - [`Nchw8c`]: activations as `[N, C/8, H, W, 8]`, converted from and to NCHW (channel counts
 //!   that are not a multiple of 8 are zero-padded);
@@ -16,18 +17,25 @@
 //!   ([`InputLayout::Nchw`]) rather than padding 3 channels to 8;
 //! - kernels: AVX-512F or AVX2 + FMA intrinsics where `is_x86_feature_detected!` finds them, else a
 //!   portable one ([`Isa`]);
+//! - [`Algorithm::Winograd`]: F(2x2, 3x3) for stride-1 3x3 convolutions (`winograd.rs`);
+//! - the layers between convolutions in the same layout (`ops.rs`): max pool, ResNet-D's average
+//!   pool, the zero-padding shortcut, a per-channel affine + ReLU, the global average pool;
+//! - [`Arena`]: activation buffers reused across layers and forward passes;
 //! - threads: tasks of (image, group of output-block pairs, block of output rows), enough of them
 //!   that both cores are busy at batch 1.
 
 mod driver;
 mod kernel;
 mod layout;
+mod ops;
 mod pack;
+mod winograd;
 
 #[cfg(test)]
 mod tests;
 
 pub use driver::Input;
 pub use kernel::Isa;
-pub use layout::{Nchw8c, BLOCK};
-pub use pack::{InputLayout, PackedConv};
+pub use layout::{Arena, Nchw8c, BLOCK};
+pub use ops::{avg_pool_ceil, global_avg_pool, max_pool, zero_pad_shortcut, AffineRelu};
+pub use pack::{Algorithm, InputLayout, PackedConv, Packing};

@@ -1,8 +1,11 @@
 //! Weights reordered once, at load time, into the layout the micro-kernel reads.
 
-use candle_core::{bail, DType, Result, Tensor};
+use candle_core::{bail, DType, Result, Storage, Tensor};
+use rayon::prelude::*;
 
 use super::layout::BLOCK;
+use super::winograd::Winograd;
+use crate::ConvGeometry;
 
 /// Which layout a packed convolution reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,12 +27,13 @@ pub(super) struct Lanes(pub(super) [f32; PAIR]);
 
 /// A convolution with its weights and bias packed for the NCHWc micro-kernels.
 ///
-/// The weight `[C_out, C_in, k_h, k_w]` becomes
-/// `[C_out / 16][C_in blocks][k_h][k_w][channels per block][16 output lanes]`: a micro-kernel
+/// The weight `[C_out, C_in / groups, k_h, k_w]` becomes
+/// `[C_out / 16][input blocks][k_h][k_w][channels per block][16 output lanes]`: a micro-kernel
 /// reads, for one input channel, the 16 output channels of a pair of output blocks as one AVX-512
-/// vector or two AVX2 ones. With a blocked input
-/// there are `ceil(C_in / 8)` blocks of 8 channels; with a plain NCHW input (the stem) there is one
-/// block of `C_in` channels. Channels past `C_out` or `C_in` are zero.
+/// vector or two AVX2 ones. With a blocked input a pair reads `n_ib` blocks of 8 channels from
+/// block `ib0[pair]` on (every block for an ungrouped convolution; the blocks holding its groups'
+/// channels for a grouped one, whose weights are zero across groups). With a plain NCHW input
+/// (the stem) there is one block of `C_in` channels. Channels past `C_out` or `C_in` are zero.
 #[derive(Debug, Clone)]
 pub struct PackedConv {
     pub(super) weights: Vec<Lanes>,
@@ -41,62 +45,218 @@ pub struct PackedConv {
     pub(super) kw: usize,
     pub(super) stride: usize,
     pub(super) padding: usize,
+    pub(super) groups: usize,
     pub(super) input: InputLayout,
+    /// The first input block each pair of output blocks reads.
+    pub(super) ib0: Vec<usize>,
+    /// Input blocks every pair reads.
+    pub(super) n_ib: usize,
+    /// Stride-1 3x3 convolutions chosen for Winograd F(2x2, 3x3) hold their transformed weights
+    /// here instead (and `weights` is empty).
+    pub(super) winograd: Option<Winograd>,
 }
 
-impl PackedConv {
-    /// Packs an OIHW weight (`c_out * c_in * kh * kw` values) and an optional bias (`c_out`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        weight: &[f32],
-        [c_out, c_in, kh, kw]: [usize; 4],
-        bias: Option<&[f32]>,
-        stride: usize,
-        padding: usize,
-        input: InputLayout,
-    ) -> Result<Self> {
-        if weight.len() != c_out * c_in * kh * kw || c_out * c_in * kh * kw == 0 {
-            bail!(
-                "nchwc: {} values are not an OIHW weight [{c_out}, {c_in}, {kh}, {kw}]",
-                weight.len()
-            );
-        }
-        if stride == 0 {
-            bail!("nchwc: stride 0");
-        }
-        if let Some(b) = bias {
-            if b.len() != c_out {
-                bail!(
-                    "nchwc: bias of {} values for {c_out} output channels",
-                    b.len()
-                );
-            }
-        }
-        let (in_blocks, per_block) = match input {
-            InputLayout::Blocked => (c_in.div_ceil(BLOCK), BLOCK),
-            InputLayout::Nchw => (1, c_in),
-        };
-        let pairs = c_out.div_ceil(PAIR);
-        let mut weights = vec![Lanes::default(); pairs * in_blocks * kh * kw * per_block];
-        let mut at = 0;
-        for ob in 0..pairs {
-            for ib in 0..in_blocks {
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        for ic in 0..per_block {
-                            let i = ib * per_block + ic;
-                            for (lane, v) in weights[at].0.iter_mut().enumerate() {
-                                let o = ob * PAIR + lane;
-                                if o < c_out && i < c_in {
-                                    *v = weight[((o * c_in + i) * kh + ky) * kw + kx];
-                                }
-                            }
-                            at += 1;
-                        }
-                    }
+/// The stride-1 3x3 convolutions run as Winograd by default: from 128 channels (with 64 the
+/// transforms cost more than the multiplies saved: 0.90x at 56x56) up to `C_in x C_out` = 512 x 512
+/// (1.3-1.8x faster per layer here). Wider ones hold 16/9 as many weights, read for few tiles:
+/// 1024 x 1024 at 7x7 loses (0.92x). A model packs its last stage (7x7 maps at 224x224, where
+/// Winograd's gain is smallest and its weights cost the most memory) as [`Algorithm::Direct`].
+fn winograd_by_default(c_in: usize, c_out: usize) -> bool {
+    c_in >= 128 && c_out >= 128 && c_in * c_out <= 512 * 512
+}
+
+/// How a model packs a layer: the layout it reads and the algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packing {
+    pub layout: InputLayout,
+    pub algorithm: Algorithm,
+}
+
+/// How a convolution is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Algorithm {
+    /// Winograd for the stride-1 3x3 convolutions from 128 x 128 up to 512 x 512 channels, where
+    /// it is faster (unless the `RESNET_ZOO_WINOGRAD` environment variable says `off`, or `all`
+    /// for every stride-1 3x3), direct otherwise.
+    #[default]
+    Auto,
+    /// The direct micro-kernels.
+    Direct,
+    /// Winograd F(2x2, 3x3) if the convolution is a stride-1, padding-1, ungrouped 3x3 with a
+    /// blocked input; direct otherwise.
+    Winograd,
+}
+
+/// Whether a convolution runs as Winograd; `Auto` reads `RESNET_ZOO_WINOGRAD` (unset or `auto`,
+/// `off` or `0`, `all`; anything else is an error naming the variable).
+fn use_winograd(
+    algorithm: Algorithm,
+    c_in: usize,
+    c_out: usize,
+    [kh, kw]: [usize; 2],
+    g: ConvGeometry,
+) -> Result<bool> {
+    let shape = kh == 3 && kw == 3 && g.stride == 1 && g.padding == 1 && g.groups == 1;
+    if !shape {
+        return Ok(false);
+    }
+    Ok(match algorithm {
+        Algorithm::Direct => false,
+        Algorithm::Winograd => true,
+        Algorithm::Auto => {
+            let value = std::env::var("RESNET_ZOO_WINOGRAD").unwrap_or_default();
+            match value.trim().to_ascii_lowercase().as_str() {
+                "" | "auto" => winograd_by_default(c_in, c_out),
+                "off" | "0" => false,
+                "all" => true,
+                other => {
+                    bail!("RESNET_ZOO_WINOGRAD={other:?} is not a setting: use auto, off or all")
                 }
             }
         }
+    })
+}
+
+/// For each pair of output blocks, the first input block it reads, and how many blocks every pair
+/// reads; `None` when a grouping does not fit the blocked layout (a pair's first input channel off a
+/// block boundary, or the blocks running past the input), or for a grouped NCHW input.
+fn input_blocks(
+    c_in: usize,
+    c_out: usize,
+    groups: usize,
+    input: InputLayout,
+) -> Option<(Vec<usize>, usize)> {
+    let pairs = c_out.div_ceil(PAIR);
+    if groups == 1 {
+        let n_ib = match input {
+            InputLayout::Blocked => c_in.div_ceil(BLOCK),
+            InputLayout::Nchw => 1,
+        };
+        return Some((vec![0; pairs], n_ib));
+    }
+    if input == InputLayout::Nchw
+        || groups == 0
+        || !c_in.is_multiple_of(groups)
+        || !c_out.is_multiple_of(groups)
+    {
+        return None;
+    }
+    let (cin_g, cout_g) = (c_in / groups, c_out / groups);
+    let ranges: Vec<(usize, usize)> = (0..pairs)
+        .map(|p| {
+            let (o0, o1) = (p * PAIR, ((p + 1) * PAIR).min(c_out));
+            (o0 / cout_g * cin_g, ((o1 - 1) / cout_g + 1) * cin_g)
+        })
+        .collect();
+    if ranges.iter().any(|&(i0, _)| !i0.is_multiple_of(BLOCK)) {
+        return None;
+    }
+    let n_ib = ranges
+        .iter()
+        .map(|&(i0, i1)| (i1 - i0).div_ceil(BLOCK))
+        .max()?;
+    let ib0: Vec<usize> = ranges.iter().map(|&(i0, _)| i0 / BLOCK).collect();
+    ib0.iter()
+        .all(|&b| b + n_ib <= c_in.div_ceil(BLOCK))
+        .then_some((ib0, n_ib))
+}
+
+impl PackedConv {
+    /// Whether a convolution of this shape can be packed (every ungrouped one can; a grouped one
+    /// when each pair of output blocks reads whole input blocks, as ResNeXt's do).
+    pub fn supports(c_in: usize, c_out: usize, groups: usize, input: InputLayout) -> bool {
+        input_blocks(c_in, c_out, groups, input).is_some()
+    }
+
+    /// Packs an OIHW weight (`c_out * c_in / groups * kh * kw` values; the shape is given as
+    /// PyTorch's `[c_out, c_in / groups, kh, kw]`) and an optional bias (`c_out`).
+    pub fn new(
+        weight: &[f32],
+        shape: [usize; 4],
+        bias: Option<&[f32]>,
+        geometry: ConvGeometry,
+        input: InputLayout,
+    ) -> Result<Self> {
+        Self::new_scaled(weight, shape, None, bias, geometry, input, Algorithm::Auto)
+    }
+
+    /// [`PackedConv::new`] of the weight with each output channel's filter multiplied by
+    /// `scale[o]` on the way (an inference BatchNorm folded while packing: the product is the f32
+    /// one a separate fold computes, without a folded copy of the weights).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_scaled(
+        weight: &[f32],
+        [c_out, cin_g, kh, kw]: [usize; 4],
+        scale: Option<&[f32]>,
+        bias: Option<&[f32]>,
+        geometry: ConvGeometry,
+        input: InputLayout,
+        algorithm: Algorithm,
+    ) -> Result<Self> {
+        let ConvGeometry {
+            stride,
+            padding,
+            groups,
+        } = geometry;
+        if weight.len() != c_out * cin_g * kh * kw || c_out * cin_g * kh * kw == 0 {
+            bail!(
+                "nchwc: {} values are not an OIHW weight [{c_out}, {cin_g}, {kh}, {kw}]",
+                weight.len()
+            );
+        }
+        if stride == 0 || groups == 0 {
+            bail!("nchwc: stride {stride}, groups {groups}");
+        }
+        for (what, v) in [("bias", bias), ("scale", scale)] {
+            if let Some(v) = v {
+                if v.len() != c_out {
+                    bail!(
+                        "nchwc: {what} of {} values for {c_out} output channels",
+                        v.len()
+                    );
+                }
+            }
+        }
+        let c_in = cin_g * groups;
+        let Some((ib0, n_ib)) = input_blocks(c_in, c_out, groups, input) else {
+            bail!(
+                "nchwc: a {c_in} -> {c_out} convolution in {groups} groups does not fit the \
+                 blocked layout ({input:?} input)"
+            );
+        };
+        let per_block = match input {
+            InputLayout::Blocked => BLOCK,
+            InputLayout::Nchw => c_in,
+        };
+        let cout_g = c_out / groups;
+        let pairs = c_out.div_ceil(PAIR);
+        let taps = kh * kw;
+        let per_pair = n_ib * taps * per_block;
+        let winograd = (input == InputLayout::Blocked
+            && use_winograd(algorithm, c_in, c_out, [kh, kw], geometry)?)
+        .then(|| Winograd::new(weight, c_out, c_in, scale));
+        let direct = if winograd.is_some() { 0 } else { pairs };
+        let mut weights = vec![Lanes::default(); direct * per_pair];
+        // Each pair's 16 filters are read in order and scattered into its (L2-sized) part.
+        weights
+            .par_chunks_mut(per_pair)
+            .enumerate()
+            .for_each(|(pair, dst)| {
+                for lane in 0..PAIR.min(c_out - pair * PAIR) {
+                    let o = pair * PAIR + lane;
+                    let first = o / cout_g * cin_g;
+                    let s = scale.map_or(1.0, |s| s[o]);
+                    let filter = &weight[o * cin_g * taps..][..cin_g * taps];
+                    for (i, taps_of_i) in filter.chunks_exact(taps).enumerate() {
+                        let channel = first + i;
+                        let ib = channel / per_block - ib0[pair];
+                        let at = ib * taps * per_block + channel % per_block;
+                        for (t, &v) in taps_of_i.iter().enumerate() {
+                            dst[at + t * per_block].0[lane] = v * s;
+                        }
+                    }
+                }
+            });
         let mut packed_bias = vec![Lanes::default(); pairs];
         if let Some(b) = bias {
             for (o, &v) in b.iter().enumerate() {
@@ -112,29 +272,103 @@ impl PackedConv {
             kw,
             stride,
             padding,
+            groups,
             input,
+            ib0,
+            n_ib,
+            winograd,
         })
     }
 
-    /// Packs Candle tensors: a weight `[C_out, C_in, k_h, k_w]` and a bias with `C_out` values
-    /// (any shape), both f32 (a model packs its folded conv+BN this way once, at load).
+    /// Packs Candle tensors: a weight `[C_out, C_in / groups, k_h, k_w]` and a bias with `C_out`
+    /// values (any shape), both f32 on the CPU (a model packs its folded conv+BN this way once, at
+    /// load; the weight is read in place when it is contiguous).
     pub fn from_tensors(
         weight: &Tensor,
         bias: Option<&Tensor>,
-        stride: usize,
-        padding: usize,
+        geometry: ConvGeometry,
         input: InputLayout,
     ) -> Result<Self> {
+        Self::from_tensors_scaled(weight, None, bias, geometry, input, Algorithm::Auto)
+    }
+
+    /// [`PackedConv::from_tensors`] with a per-output-channel scale folded in
+    /// ([`PackedConv::new_scaled`]).
+    pub fn from_tensors_scaled(
+        weight: &Tensor,
+        scale: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        geometry: ConvGeometry,
+        input: InputLayout,
+        algorithm: Algorithm,
+    ) -> Result<Self> {
         let (o, i, kh, kw) = weight.dims4()?;
-        let f32s = |t: &Tensor| -> Result<Vec<f32>> {
+        let with_f32s = |t: &Tensor, f: &mut dyn FnMut(&[f32]) -> Result<Self>| -> Result<Self> {
             if t.dtype() != DType::F32 {
                 bail!("nchwc: takes f32 weights, not {:?}", t.dtype());
             }
-            t.flatten_all()?.to_vec1::<f32>()
+            let (storage, layout) = t.storage_and_layout();
+            if let (Storage::Cpu(cpu), Some((a, b))) = (&*storage, layout.contiguous_offsets()) {
+                return f(&cpu.as_slice::<f32>()?[a..b]);
+            }
+            drop(storage);
+            f(&t.flatten_all()?.to_vec1::<f32>()?)
         };
-        let w = f32s(weight)?;
-        let b = bias.map(f32s).transpose()?;
-        Self::new(&w, [o, i, kh, kw], b.as_deref(), stride, padding, input)
+        let vec = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let b = bias.map(vec).transpose()?;
+        let s = scale.map(vec).transpose()?;
+        with_f32s(weight, &mut |w| {
+            Self::new_scaled(
+                w,
+                [o, i, kh, kw],
+                s.as_deref(),
+                b.as_deref(),
+                geometry,
+                input,
+                algorithm,
+            )
+        })
+    }
+
+    /// The weight back in PyTorch's OIHW layout, `[C_out, C_in / groups, k_h, k_w]`, and the bias
+    /// (a Winograd layer's weight to f32 rounding, from its transform).
+    pub fn unpack(&self) -> (Vec<f32>, Vec<f32>) {
+        (self.unpack_weight(), self.unpack_bias())
+    }
+
+    /// The bias, `C_out` values (zeros for a convolution packed without one).
+    pub fn unpack_bias(&self) -> Vec<f32> {
+        (0..self.c_out)
+            .map(|o| self.bias[o / PAIR].0[o % PAIR])
+            .collect()
+    }
+
+    /// The weight in OIHW (see [`PackedConv::unpack`]).
+    pub fn unpack_weight(&self) -> Vec<f32> {
+        if let Some(w) = &self.winograd {
+            return w.unpack(self.c_out, self.c_in);
+        }
+        let (c_out, kh, kw) = (self.c_out, self.kh, self.kw);
+        let cin_g = self.c_in / self.groups;
+        let cout_g = c_out / self.groups;
+        let per_block = self.in_blocks().1;
+        let per_pair = self.n_ib * kh * kw * per_block;
+        let mut weight = vec![0f32; c_out * cin_g * kh * kw];
+        for o in 0..c_out {
+            let (pair, lane, g) = (o / PAIR, o % PAIR, o / cout_g);
+            for i in 0..cin_g {
+                let gi = g * cin_g + i;
+                let ib = gi / per_block - self.ib0[pair];
+                let ic = gi % per_block;
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let at = pair * per_pair + ((ib * kh + ky) * kw + kx) * per_block + ic;
+                        weight[((o * cin_g + i) * kh + ky) * kw + kx] = self.weights[at].0[lane];
+                    }
+                }
+            }
+        }
+        weight
     }
 
     /// Output channels.
@@ -145,6 +379,11 @@ impl PackedConv {
     /// Input channels.
     pub fn c_in(&self) -> usize {
         self.c_in
+    }
+
+    /// Whether this convolution runs as Winograd F(2x2, 3x3).
+    pub fn is_winograd(&self) -> bool {
+        self.winograd.is_some()
     }
 
     /// The layout this convolution reads.
@@ -163,16 +402,16 @@ impl PackedConv {
         })
     }
 
-    /// Multiply-adds of one image (counting the logical channels only).
+    /// Multiply-adds of one image (counting the logical channels only, per group).
     pub fn macs_per_image(&self, h: usize, w: usize) -> usize {
         let (ho, wo) = self.output_size(h, w).unwrap_or((0, 0));
-        ho * wo * self.c_out * self.c_in * self.kh * self.kw
+        ho * wo * self.c_out * self.c_in / self.groups * self.kh * self.kw
     }
 
-    /// Input channels per weight block and the number of blocks.
+    /// Input blocks a pair of output blocks reads, and channels per block.
     pub(super) fn in_blocks(&self) -> (usize, usize) {
         match self.input {
-            InputLayout::Blocked => (self.c_in.div_ceil(BLOCK), BLOCK),
+            InputLayout::Blocked => (self.n_ib, BLOCK),
             InputLayout::Nchw => (1, self.c_in),
         }
     }
