@@ -6,6 +6,7 @@
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
+use resnet_zoo_layers::nchwc::{Algorithm, InputLayout, Packing};
 use resnet_zoo_layers::{ConvBn, ConvBnConfig, NormAct, NormKind, Shortcut, TensorSpec};
 
 use crate::config::{BlockKind, ResNetConfig, ShortcutKind, StridePlacement};
@@ -73,24 +74,18 @@ pub(crate) fn stage_plans(cfg: &ResNetConfig) -> Vec<Vec<BlockPlan>> {
     stages
 }
 
-/// One convolution of a block: its path, the path of the BatchNorm folded into it (if any), its
-/// shape, and whether it is on the shortcut.
+/// One convolution of a block: its path, the path of the BatchNorm folded into it (if any), and
+/// its shape.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConvPlan {
     pub conv: &'static str,
     pub bn: Option<&'static str>,
     pub cfg: ConvBnConfig,
-    pub on_shortcut: bool,
 }
 
 impl ConvPlan {
-    fn main(conv: &'static str, bn: Option<&'static str>, cfg: ConvBnConfig) -> Self {
-        Self {
-            conv,
-            bn,
-            cfg,
-            on_shortcut: false,
-        }
+    pub fn new(conv: &'static str, bn: Option<&'static str>, cfg: ConvBnConfig) -> Self {
+        Self { conv, bn, cfg }
     }
 
     pub fn tensor_specs(&self, prefix: &str) -> Vec<TensorSpec> {
@@ -108,14 +103,21 @@ impl ConvPlan {
         }
     }
 
-    /// Builds the layer: folded with its BatchNorm, or alone (weight-standardised if asked).
-    pub fn build(&self, vb: &VarBuilder, standardize: bool) -> Result<ConvBn> {
+    /// Builds the layer: folded with its BatchNorm, or alone (weight-standardised if asked), and
+    /// packed for the NCHW8c kernels reading `pack` if given.
+    pub fn build(
+        &self,
+        vb: &VarBuilder,
+        standardize: bool,
+        pack: Option<Packing>,
+    ) -> Result<ConvBn> {
         match self.bn {
-            Some(bn) => ConvBn::new(&self.cfg, vb.pp(self.conv), vb.pp(bn)),
-            None => ConvBn::conv_only(
+            Some(bn) => ConvBn::new_packed(&self.cfg, vb.pp(self.conv), vb.pp(bn), pack),
+            None => ConvBn::conv_only_packed(
                 &self.cfg,
                 vb.pp(self.conv),
                 standardize.then_some(STD_CONV_EPS),
+                pack,
             ),
         }
     }
@@ -139,95 +141,83 @@ impl BlockPlan {
         }
     }
 
-    /// The block's convolutions in forward order, the shortcut's last.
+    /// The block's convolutions, by role.
     ///
     /// In a pre-activation block with BatchNorm, `norm2` and `norm3` directly follow `conv1` and
     /// `conv2`, so they are folded into them; `norm1` reads the residual stream and stays a layer
     /// ([`BlockPlan::norms`]). With GroupNorm nothing is folded.
-    pub fn convs(&self) -> Vec<ConvPlan> {
+    pub fn layers(&self) -> BlockLayers {
         let folds = self.norm == NormKind::BatchNorm;
-        let mut convs = match self.kind {
-            BlockKind::Basic => vec![
-                ConvPlan::main(
+        let main = match self.kind {
+            BlockKind::Basic => MainConvs::Basic([
+                ConvPlan::new(
                     "conv1",
                     Some("bn1"),
                     ConvBnConfig::new(self.in_channels, self.planes, 3, self.stride),
                 ),
-                ConvPlan::main(
+                ConvPlan::new(
                     "conv2",
                     Some("bn2"),
                     ConvBnConfig::new(self.planes, self.planes, 3, 1),
                 ),
-            ],
-            BlockKind::Bottleneck => {
+            ]),
+            BlockKind::Bottleneck | BlockKind::PreActBottleneck => {
                 let (s1, s3) = self.bottleneck_strides();
-                vec![
-                    ConvPlan::main(
+                let preact = self.kind.is_preact();
+                let bn = |post: &'static str, pre: &'static str| match preact {
+                    false => Some(post),
+                    true => folds.then_some(pre),
+                };
+                MainConvs::Bottleneck([
+                    ConvPlan::new(
                         "conv1",
-                        Some("bn1"),
+                        bn("bn1", "norm2"),
                         ConvBnConfig::new(self.in_channels, self.width, 1, s1),
                     ),
-                    ConvPlan::main(
+                    ConvPlan::new(
                         "conv2",
-                        Some("bn2"),
+                        bn("bn2", "norm3"),
                         ConvBnConfig::new(self.width, self.width, 3, s3).with_groups(self.groups),
                     ),
-                    ConvPlan::main(
+                    ConvPlan::new(
                         "conv3",
-                        Some("bn3"),
+                        (!preact).then_some("bn3"),
                         ConvBnConfig::new(self.width, self.out_channels, 1, 1),
                     ),
-                ]
-            }
-            BlockKind::PreActBottleneck => {
-                let (s1, s3) = self.bottleneck_strides();
-                vec![
-                    ConvPlan::main(
-                        "conv1",
-                        folds.then_some("norm2"),
-                        ConvBnConfig::new(self.in_channels, self.width, 1, s1),
-                    ),
-                    ConvPlan::main(
-                        "conv2",
-                        folds.then_some("norm3"),
-                        ConvBnConfig::new(self.width, self.width, 3, s3).with_groups(self.groups),
-                    ),
-                    ConvPlan::main(
-                        "conv3",
-                        None,
-                        ConvBnConfig::new(self.width, self.out_channels, 1, 1),
-                    ),
-                ]
+                ])
             }
         };
-        let shortcut = match (self.shortcut, self.kind.is_preact()) {
-            (None | Some(ShortcutKind::ZeroPad), _) => None,
-            (Some(ShortcutKind::Projection), false) => Some((
-                "downsample.0",
-                Some("downsample.1"),
-                ConvBnConfig::new(self.in_channels, self.out_channels, 1, self.stride),
-            )),
-            (Some(ShortcutKind::Projection), true) => Some((
-                "downsample.0",
-                None,
-                ConvBnConfig::new(self.in_channels, self.out_channels, 1, self.stride),
-            )),
-            // `downsample.0` is the (parameter-free) pool.
-            (Some(ShortcutKind::AvgDown), _) => Some((
-                "downsample.1",
-                Some("downsample.2"),
-                ConvBnConfig::new(self.in_channels, self.out_channels, 1, 1),
-            )),
+        let projection = |bn| {
+            let cfg = ConvBnConfig::new(self.in_channels, self.out_channels, 1, self.stride);
+            ConvPlan::new("downsample.0", bn, cfg)
         };
-        if let Some((conv, bn, cfg)) = shortcut {
-            convs.push(ConvPlan {
-                conv,
-                bn,
-                cfg,
-                on_shortcut: true,
-            });
-        }
-        convs
+        let shortcut = match self.shortcut {
+            None => ShortcutPlan::Identity,
+            Some(ShortcutKind::Projection) if self.kind.is_preact() => {
+                ShortcutPlan::Projection(projection(None))
+            }
+            Some(ShortcutKind::Projection) => {
+                ShortcutPlan::Projection(projection(Some("downsample.1")))
+            }
+            // `downsample.0` is the (parameter-free) pool; the convolution runs at stride 1.
+            Some(ShortcutKind::AvgDown) => ShortcutPlan::AvgDown {
+                stride: self.stride,
+                proj: ConvPlan::new(
+                    "downsample.1",
+                    Some("downsample.2"),
+                    ConvBnConfig::new(self.in_channels, self.out_channels, 1, 1),
+                ),
+            },
+            Some(ShortcutKind::ZeroPad) => {
+                let extra = self.out_channels - self.in_channels;
+                ShortcutPlan::ZeroPad {
+                    stride: self.stride,
+                    before: extra / 2,
+                    after: extra - extra / 2,
+                }
+            }
+        };
+        BlockLayers { main, shortcut }
     }
 
     /// The norms that are layers of their own (pre-activation blocks), as `(path, channels)`.
@@ -249,55 +239,98 @@ impl BlockPlan {
             .iter()
             .flat_map(|&(path, c)| self.norm.tensor_specs(&join(prefix, path), c))
             .collect();
-        specs.extend(self.convs().iter().flat_map(|c| c.tensor_specs(prefix)));
+        specs.extend(
+            self.layers()
+                .all()
+                .iter()
+                .flat_map(|c| c.tensor_specs(prefix)),
+        );
         specs
     }
 
     /// Multiply-accumulates of the block on an input of `(height, width)`, and its output size.
     pub fn macs(&self, height: usize, width: usize) -> (u64, (usize, usize)) {
+        let layers = self.layers();
         let mut size = (height, width);
         let mut macs = 0;
-        for conv in self.convs() {
-            if conv.on_shortcut {
-                // The ResNet-D shortcut convolves the pooled input (ceil mode) at stride 1.
-                let (h, w) = match self.shortcut {
-                    Some(ShortcutKind::AvgDown) => {
-                        (height.div_ceil(self.stride), width.div_ceil(self.stride))
-                    }
-                    _ => (height, width),
-                };
-                macs += conv.cfg.macs(h, w);
-            } else {
-                macs += conv.cfg.macs(size.0, size.1);
-                size = conv.cfg.output_size(size.0, size.1);
-            }
+        for conv in layers.main.convs() {
+            macs += conv.cfg.macs(size.0, size.1);
+            size = conv.cfg.output_size(size.0, size.1);
         }
+        macs += match &layers.shortcut {
+            ShortcutPlan::Projection(proj) => proj.cfg.macs(height, width),
+            // The ResNet-D shortcut convolves the pooled input (ceil mode) at stride 1.
+            ShortcutPlan::AvgDown { stride, proj } => proj
+                .cfg
+                .macs(height.div_ceil(*stride), width.div_ceil(*stride)),
+            ShortcutPlan::Identity | ShortcutPlan::ZeroPad { .. } => 0,
+        };
         (macs, size)
     }
 
     pub fn num_params(&self) -> usize {
         let norms: usize = self.norms().iter().map(|(_, c)| 2 * c).sum();
-        norms + self.convs().iter().map(ConvPlan::num_params).sum::<usize>()
+        norms
+            + self
+                .layers()
+                .all()
+                .iter()
+                .map(ConvPlan::num_params)
+                .sum::<usize>()
     }
+}
 
-    fn build_shortcut(&self, conv: Option<ConvBn>) -> Result<Shortcut> {
-        let missing = || candle_core::Error::Msg("block layout is inconsistent".into());
-        Ok(match self.shortcut {
-            None => Shortcut::Identity,
-            Some(ShortcutKind::Projection) => Shortcut::Projection(conv.ok_or_else(missing)?),
-            Some(ShortcutKind::AvgDown) => Shortcut::AvgDown {
-                stride: self.stride,
-                proj: conv.ok_or_else(missing)?,
-            },
-            Some(ShortcutKind::ZeroPad) => {
-                let extra = self.out_channels - self.in_channels;
-                Shortcut::ZeroPad {
-                    stride: self.stride,
-                    before: extra / 2,
-                    after: extra - extra / 2,
-                }
-            }
-        })
+/// The convolutions of a block's main path, by kind.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum MainConvs {
+    /// `conv1`, `conv2` (3x3 each).
+    Basic([ConvPlan; 2]),
+    /// `conv1` (1x1), `conv2` (3x3, grouped for ResNeXt), `conv3` (1x1): post- and pre-activation.
+    Bottleneck([ConvPlan; 3]),
+}
+
+impl MainConvs {
+    /// In forward order.
+    pub fn convs(&self) -> &[ConvPlan] {
+        match self {
+            MainConvs::Basic(c) => c,
+            MainConvs::Bottleneck(c) => c,
+        }
+    }
+}
+
+/// A block's shortcut, with its convolution if it has one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ShortcutPlan {
+    Identity,
+    Projection(ConvPlan),
+    AvgDown {
+        stride: usize,
+        proj: ConvPlan,
+    },
+    ZeroPad {
+        stride: usize,
+        before: usize,
+        after: usize,
+    },
+}
+
+/// Every layer of one block, by role ([`BlockPlan::layers`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BlockLayers {
+    pub main: MainConvs,
+    pub shortcut: ShortcutPlan,
+}
+
+impl BlockLayers {
+    /// Every convolution, the shortcut's last.
+    pub fn all(&self) -> Vec<ConvPlan> {
+        let mut all = self.main.convs().to_vec();
+        match self.shortcut {
+            ShortcutPlan::Projection(p) | ShortcutPlan::AvgDown { proj: p, .. } => all.push(p),
+            ShortcutPlan::Identity | ShortcutPlan::ZeroPad { .. } => {}
+        }
+        all
     }
 }
 
@@ -341,55 +374,61 @@ pub enum Block {
 }
 
 impl Block {
-    pub(crate) fn new(plan: &BlockPlan, vb: VarBuilder) -> Result<Self> {
-        let mut main = Vec::new();
-        let mut shortcut_conv = None;
-        for conv in plan.convs() {
-            let layer = conv.build(&vb, plan.weight_standardization)?;
-            if conv.on_shortcut {
-                shortcut_conv = Some(layer);
-            } else {
-                main.push(layer);
-            }
-        }
-        let shortcut = plan.build_shortcut(shortcut_conv)?;
-        let mut main = main.into_iter();
-        let mut next = || {
-            main.next()
-                .ok_or_else(|| candle_core::Error::Msg("block layout is inconsistent".into()))
+    /// Builds the block, its convolutions packed for the NCHW8c kernels with `pack`'s algorithm
+    /// if it is given.
+    pub(crate) fn new(plan: &BlockPlan, vb: VarBuilder, pack: Option<Algorithm>) -> Result<Self> {
+        let packing = pack.map(|algorithm| Packing {
+            layout: InputLayout::Blocked,
+            algorithm,
+        });
+        let build = |conv: &ConvPlan| conv.build(&vb, plan.weight_standardization, packing);
+        let layers = plan.layers();
+        let shortcut = match layers.shortcut {
+            ShortcutPlan::Identity => Shortcut::Identity,
+            ShortcutPlan::Projection(proj) => Shortcut::Projection(build(&proj)?),
+            ShortcutPlan::AvgDown { stride, proj } => Shortcut::AvgDown {
+                stride,
+                proj: build(&proj)?,
+            },
+            ShortcutPlan::ZeroPad {
+                stride,
+                before,
+                after,
+            } => Shortcut::ZeroPad {
+                stride,
+                before,
+                after,
+            },
         };
-        Ok(match plan.kind {
-            BlockKind::Basic => Block::Basic(BasicBlock {
-                conv1: next()?,
-                conv2: next()?,
+        Ok(match layers.main {
+            MainConvs::Basic([c1, c2]) => Block::Basic(BasicBlock {
+                conv1: build(&c1)?,
+                conv2: build(&c2)?,
                 shortcut,
             }),
-            BlockKind::Bottleneck => Block::Bottleneck(Bottleneck {
-                conv1: next()?,
-                conv2: next()?,
-                conv3: next()?,
-                shortcut,
-            }),
-            BlockKind::PreActBottleneck => {
-                let mut norms = plan
-                    .norms()
-                    .into_iter()
-                    .map(|(path, c)| NormAct::new(plan.norm, c, vb.pp(path)))
-                    .collect::<Result<Vec<_>>>()?
-                    .into_iter();
-                let norm1 = norms.next().ok_or_else(|| {
-                    candle_core::Error::Msg("pre-activation block without norm1".into())
-                })?;
+            MainConvs::Bottleneck([c1, c2, c3]) if plan.kind.is_preact() => {
+                let norm = |path: &str, c: usize| NormAct::new(plan.norm, c, vb.pp(path));
+                // With BatchNorm, norm2 and norm3 are folded into conv1 and conv2.
+                let unfolded = |path: &str| match plan.norm {
+                    NormKind::BatchNorm => Ok(None),
+                    NormKind::GroupNorm { .. } => norm(path, plan.width).map(Some),
+                };
                 Block::PreActBottleneck(PreActBottleneck {
-                    norm1,
-                    conv1: next()?,
-                    norm2: norms.next(),
-                    conv2: next()?,
-                    norm3: norms.next(),
-                    conv3: next()?,
+                    norm1: norm("norm1", plan.in_channels)?,
+                    conv1: build(&c1)?,
+                    norm2: unfolded("norm2")?,
+                    conv2: build(&c2)?,
+                    norm3: unfolded("norm3")?,
+                    conv3: build(&c3)?,
                     shortcut,
                 })
             }
+            MainConvs::Bottleneck([c1, c2, c3]) => Block::Bottleneck(Bottleneck {
+                conv1: build(&c1)?,
+                conv2: build(&c2)?,
+                conv3: build(&c3)?,
+                shortcut,
+            }),
         })
     }
 }

@@ -3,12 +3,13 @@
 
 use candle_core::{bail, DType, Module, Result, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
-use resnet_zoo_layers::{
-    global_avg_pool, needs_f32_compute, ConvBn, ConvBnConfig, MaxPool2d, NormAct, TensorSpec,
-};
+use resnet_zoo_layers::nchwc::{self, Algorithm, Isa};
+use resnet_zoo_layers::{global_avg_pool, needs_f32_compute, ConvBn, NormAct, TensorSpec};
 
 use crate::block::{stage_plans, Block, ConvPlan};
-use crate::config::{ResNetConfig, Stem};
+use crate::blocked::Blocked;
+use crate::config::ResNetConfig;
+use crate::stem::{stem_plan, StemLayers};
 
 /// Channels and output stride of one feature map, as timm's `feature_info`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,134 +42,15 @@ impl Module for Stage {
 /// (`stem.conv`, `stages.0.blocks.0`, `head.fc`) are mapped by the hub crate.
 #[derive(Debug, Clone)]
 pub struct ResNet {
-    stem: StemLayers,
-    stages: Vec<Stage>,
+    pub(crate) stem: StemLayers,
+    pub(crate) stages: Vec<Stage>,
     /// Pre-activation networks: the norm + ReLU after the last stage.
-    norm: Option<NormAct>,
+    pub(crate) norm: Option<NormAct>,
     fc: Option<Linear>,
     config: ResNetConfig,
     feature_info: Vec<FeatureInfo>,
-}
-
-/// The layers of a stem: convolutions (ReLU after each unless pre-activation), then an optional
-/// zero padding and max-pool.
-#[derive(Debug, Clone)]
-struct StemLayers {
-    convs: Vec<ConvBn>,
-    relu: bool,
-    zero_pad: usize,
-    pool: Option<MaxPool2d>,
-}
-
-/// What a stem is made of, for building, specs and counting.
-struct StemPlan {
-    convs: Vec<ConvPlan>,
-    relu: bool,
-    zero_pad: usize,
-    pool: Option<MaxPool2d>,
-}
-
-fn conv(path: &'static str, bn: Option<&'static str>, cfg: ConvBnConfig) -> ConvPlan {
-    ConvPlan {
-        conv: path,
-        bn,
-        cfg,
-        on_shortcut: false,
-    }
-}
-
-fn stem_plan(cfg: &ResNetConfig) -> StemPlan {
-    let c = cfg.in_channels;
-    let pool = Some(MaxPool2d::new(3, 2, 1));
-    match cfg.stem {
-        Stem::Classic { width } => StemPlan {
-            convs: vec![conv(
-                "conv1",
-                Some("bn1"),
-                ConvBnConfig::new(c, width, 7, 2),
-            )],
-            relu: true,
-            zero_pad: 0,
-            pool,
-        },
-        Stem::Deep { width } => StemPlan {
-            convs: vec![
-                conv(
-                    "conv1.0",
-                    Some("conv1.1"),
-                    ConvBnConfig::new(c, width, 3, 2),
-                ),
-                conv(
-                    "conv1.3",
-                    Some("conv1.4"),
-                    ConvBnConfig::new(width, width, 3, 1),
-                ),
-                conv(
-                    "conv1.6",
-                    Some("bn1"),
-                    ConvBnConfig::new(width, 2 * width, 3, 1),
-                ),
-            ],
-            relu: true,
-            zero_pad: 0,
-            pool,
-        },
-        Stem::Cifar { width } => StemPlan {
-            convs: vec![conv(
-                "conv1",
-                Some("bn1"),
-                ConvBnConfig::new(c, width, 3, 1),
-            )],
-            relu: true,
-            zero_pad: 0,
-            pool: None,
-        },
-        Stem::PreAct {
-            width,
-            fixed_padding,
-        } => StemPlan {
-            convs: vec![conv("conv1", None, ConvBnConfig::new(c, width, 7, 2))],
-            relu: false,
-            zero_pad: usize::from(fixed_padding),
-            pool: Some(MaxPool2d::new(3, 2, usize::from(!fixed_padding))),
-        },
-    }
-}
-
-impl StemLayers {
-    fn new(cfg: &ResNetConfig, vb: &VarBuilder) -> Result<Self> {
-        let plan = stem_plan(cfg);
-        Ok(Self {
-            convs: plan
-                .convs
-                .iter()
-                .map(|c| c.build(vb, cfg.weight_standardization))
-                .collect::<Result<_>>()?,
-            relu: plan.relu,
-            zero_pad: plan.zero_pad,
-            pool: plan.pool,
-        })
-    }
-
-    /// The stem's feature map (before pooling).
-    fn features(&self, x: &Tensor) -> Result<Tensor> {
-        self.convs
-            .iter()
-            .try_fold(x.clone(), |x, conv| conv.forward_with(&x, None, self.relu))
-    }
-
-    fn pool(&self, x: Tensor) -> Result<Tensor> {
-        let x = if self.zero_pad > 0 {
-            x.pad_with_zeros(2, self.zero_pad, self.zero_pad)?
-                .pad_with_zeros(3, self.zero_pad, self.zero_pad)?
-        } else {
-            x
-        };
-        match &self.pool {
-            Some(pool) => pool.forward(&x),
-            None => Ok(x),
-        }
-    }
+    /// The NCHW8c CPU path, when the model's convolutions are packed for it.
+    blocked: Option<Blocked>,
 }
 
 impl ResNet {
@@ -178,16 +60,28 @@ impl ResNet {
     /// tensor, use `resnet_zoo_hub::load_safetensors`, which checks [`ResNet::tensor_specs`] first.
     pub fn new(cfg: &ResNetConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
-        let stem = StemLayers::new(cfg, &vb)?;
-        let stages = stage_plans(cfg)
+        // The NCHW8c kernels, if they cover this model here: then every convolution is packed as
+        // it is loaded.
+        let plans = stage_plans(cfg);
+        let isa = Blocked::choose(cfg, &plans, vb.device(), vb.dtype())?;
+        let pack = isa.is_some();
+        let stem = StemLayers::new(cfg, &vb, pack)?;
+        let stages = plans
             .iter()
             .enumerate()
             .map(|(i, plans)| {
+                // The last stage's maps are the smallest (7x7 at 224x224): there Winograd gains
+                // least and its weights (16/9 of the direct ones) cost most, so it runs direct.
+                let algorithm = if i + 1 == cfg.layers.len() {
+                    Algorithm::Direct
+                } else {
+                    Algorithm::Auto
+                };
                 let vb = vb.pp(format!("layer{}", i + 1));
                 let blocks = plans
                     .iter()
                     .enumerate()
-                    .map(|(b, plan)| Block::new(plan, vb.pp(b)))
+                    .map(|(b, plan)| Block::new(plan, vb.pp(b), pack.then_some(algorithm)))
                     .collect::<Result<_>>()?;
                 Ok(Stage { blocks })
             })
@@ -200,14 +94,24 @@ impl ResNet {
             Some(n) => Some(linear(cfg, n, vb.pp("fc"))?),
             None => None,
         };
-        Ok(Self {
+        let mut model = Self {
             stem,
             stages,
             norm,
             fc,
             config: cfg.clone(),
             feature_info: Self::feature_info_for(cfg),
-        })
+            blocked: None,
+        };
+        model.blocked = isa.map(|isa| Blocked::new(&model, isa)).transpose()?;
+        Ok(model)
+    }
+
+    /// The SIMD kernels the CPU forward runs, when the model runs in the blocked NCHW8c layout
+    /// (f32 on a CPU with AVX2 or AVX-512, unless `RESNET_ZOO_ISA` says otherwise); `None` for the
+    /// NCHW path (GEMM kernels on the CPU, Candle's ops on other devices).
+    pub fn cpu_kernels(&self) -> Option<Isa> {
+        self.blocked.as_ref().map(Blocked::isa)
     }
 
     /// Every tensor a checkpoint for `cfg` must hold, with its shape, in torchvision's names.
@@ -314,12 +218,12 @@ impl ResNet {
 
     /// The device the model's weights live on.
     pub fn device(&self) -> &candle_core::Device {
-        self.first_conv().weight().device()
+        self.first_conv().device()
     }
 
     /// The dtype of the model's weights.
     pub fn dtype(&self) -> DType {
-        self.first_conv().weight().dtype()
+        self.first_conv().dtype()
     }
 
     fn first_conv(&self) -> &ConvBn {
@@ -357,6 +261,16 @@ impl ResNet {
         }
         let last = indices.iter().copied().max().unwrap_or(0);
         let mut out = Vec::with_capacity(indices.len());
+        if let Some(blocked) = &self.blocked {
+            let y = blocked.run(self, x, last, |i, map| {
+                if indices.contains(&i) {
+                    out.push(map.to_tensor(x.device())?);
+                }
+                Ok(())
+            })?;
+            blocked.recycle_map(y);
+            return Ok(out);
+        }
         let mut x = self.stem.features(x)?;
         if indices.contains(&0) {
             out.push(x.clone());
@@ -375,6 +289,12 @@ impl ResNet {
     /// in pre-activation networks): what the head pools.
     pub fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;
+        if let Some(blocked) = &self.blocked {
+            let y = blocked.features(self, x)?;
+            let t = y.to_tensor(x.device());
+            blocked.recycle_map(y);
+            return t;
+        }
         let x = self.stem.pool(self.stem.features(x)?)?;
         let x = self.stages.iter().try_fold(x, |x, s| s.forward(&x))?;
         match &self.norm {
@@ -386,7 +306,23 @@ impl ResNet {
     /// The pooled embedding `[N, num_features]` (2048 for ResNet-50, 512 for ResNet-18): the global
     /// average of [`ResNet::forward_features`], what the classifier reads (timm's `pre_logits`).
     pub fn forward_embedding(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_head(&self.forward_features(x)?, true)
+        self.pooled(x)
+    }
+
+    /// The global average of the last feature map, `[N, num_features]`; in NCHW8c on the blocked
+    /// path (the map itself is never converted).
+    fn pooled(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.blocked {
+            Some(blocked) => {
+                self.check_input(x)?;
+                let y = blocked.features(self, x)?;
+                let pooled = nchwc::global_avg_pool(&y);
+                let (n, c) = (y.n, y.c);
+                blocked.recycle_map(y);
+                Tensor::from_vec(pooled, (n, c), x.device())
+            }
+            None => global_avg_pool(&self.forward_features(x)?),
+        }
     }
 
     /// Replaces the classifier. `Some(n)` reads a new `weight` `[n, num_features]` and `bias` `[n]`
@@ -412,6 +348,10 @@ impl ResNet {
     /// Global average pool, then the classifier unless `pre_logits` is set or the model is headless.
     pub fn forward_head(&self, features: &Tensor, pre_logits: bool) -> Result<Tensor> {
         let pooled = global_avg_pool(features)?;
+        self.classify_pooled(pooled, pre_logits)
+    }
+
+    fn classify_pooled(&self, pooled: Tensor, pre_logits: bool) -> Result<Tensor> {
         match (&self.fc, pre_logits) {
             // Candle's CPU matmul has no bf16 kernel: classify in f32, round the logits.
             (Some(fc), false) if needs_f32_compute(&pooled) => {
@@ -430,7 +370,7 @@ impl ResNet {
 impl Module for ResNet {
     /// Logits `[N, num_classes]`, or the pooled embedding `[N, num_features]` for a headless model.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_head(&self.forward_features(x)?, false)
+        self.classify_pooled(self.pooled(x)?, false)
     }
 }
 
