@@ -26,11 +26,14 @@
 //! ```
 
 pub mod block;
+mod blocked;
 pub mod config;
 pub mod fsread;
+pub mod fswrite;
 pub mod imagenet;
 pub mod model;
 pub mod presets;
+mod stem;
 pub mod suggest;
 pub mod transforms;
 

@@ -1,4 +1,5 @@
-//! The JPEG marker stream, walked without decoding: how many scans a file declares.
+//! The JPEG marker stream, walked without decoding: whether a file reaches its end-of-image marker
+//! and how many scans it declares.
 //!
 //! A progressive JPEG refines its coefficients in scans, and every scan makes the decoder walk the
 //! coefficient blocks of its components again: a few hundred bytes of empty scans multiply the work
@@ -6,13 +7,40 @@
 //! 10 (libjpeg's default progression) and rarely more than a few dozen, so the scans are counted here,
 //! in time linear in the file, before a decoder sees the bytes.
 
+/// Whether a JPEG stream reaches its end-of-image marker: the marker segments are walked by their
+/// lengths up to the first start-of-scan (so an EXIF thumbnail's markers are skipped), then an `FF D9`
+/// must follow (entropy-coded data stuffs every `FF` as `FF 00`, so it cannot occur inside a scan).
+pub(super) fn has_end(bytes: &[u8]) -> bool {
+    let mut pos = 2; // after SOI
+    while pos + 4 <= bytes.len() {
+        if bytes[pos] != 0xff {
+            return false;
+        }
+        let marker = bytes[pos + 1];
+        match marker {
+            0xff => pos += 1, // fill byte
+            0x01 | 0xd0..=0xd7 => pos += 2,
+            0xd9 => return true,
+            _ => {
+                let len = usize::from(u16::from_be_bytes([bytes[pos + 2], bytes[pos + 3]]));
+                if marker == 0xda {
+                    let scan = bytes.get(pos + 2 + len..).unwrap_or_default();
+                    return scan.windows(2).any(|w| w == [0xff, 0xd9]);
+                }
+                pos += 2 + len;
+            }
+        }
+    }
+    false
+}
+
 /// The number of start-of-scan (`FF DA`) markers in `bytes`, counting stops once it exceeds `stop`.
 ///
 /// Marker segments are skipped by their length (an EXIF thumbnail's markers are not counted);
 /// after each scan header, the entropy-coded data runs to the next marker that is neither a stuffed
 /// `FF 00`, a fill `FF FF` nor a restart marker `FF D0`..`FF D7`. The walk ends at end-of-image, at
 /// the end of the bytes, or at anything that is not a marker (the decoder then reports the damage).
-pub(crate) fn count_scans(bytes: &[u8], stop: usize) -> usize {
+pub(super) fn count_scans(bytes: &[u8], stop: usize) -> usize {
     let mut scans = 0;
     let mut pos = 2; // after SOI
     while pos + 1 < bytes.len() && scans <= stop {
