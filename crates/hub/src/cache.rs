@@ -179,7 +179,7 @@ impl HubCache {
         let path = self.repo_dir(repo).join("refs").join(revision);
         let dir = path.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir).map_err(io_err(dir))?;
-        crate::atomic::write(&path, commit.as_bytes()).map_err(io_err(&path))
+        resnet_zoo_resnet::fswrite::write_atomic(&path, commit.as_bytes()).map_err(io_err(&path))
     }
 
     /// Moves a verified download into `blobs/{sha256}` and links `snapshots/{commit}/{file}` to it.
@@ -225,9 +225,8 @@ impl HubCache {
         let dir = self.repo_dir(repo).join("blobs");
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         Ok(dir.join(format!(
-            "{sha256}.{}.{}.incomplete",
-            std::process::id(),
-            crate::atomic::unique()
+            "{sha256}.{}.incomplete",
+            resnet_zoo_resnet::fswrite::unique_suffix()
         )))
     }
 

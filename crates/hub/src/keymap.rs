@@ -5,8 +5,10 @@
 //! `{s}`, `{b}`, `{k}` capture integers (`{s+1}`, `{k+1}` write them shifted) and a trailing `*`
 //! captures the rest of the name.
 
-/// How a checkpoint names its tensors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// How a checkpoint names its tensors: detected from a file's names by [`detect`], and written in
+/// the weights table as a row's `keymap` (`"torchvision"`, `"transformers"`, `"timm_resnetv2"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Scheme {
     /// torchvision `state_dict` names, shared by timm's ResNet, ResNeXt and Wide ResNet: no mapping.
     Torchvision,
@@ -15,10 +17,12 @@ pub enum Scheme {
     Transformers,
     /// timm's `ResNetV2` (`resnetv2_*`, BiT `resnetv2_*_bit`): `stem.conv`, `stages.N.blocks.M`,
     /// `downsample.conv`, `norm`, `head.fc`. BiT and the BatchNorm V2 share these names.
+    #[serde(rename = "timm_resnetv2")]
     TimmResNetV2,
 }
 
 impl Scheme {
+    /// The scheme in words, for reports (`timm ResNetV2`).
     pub fn name(self) -> &'static str {
         match self {
             Scheme::Torchvision => "torchvision",

@@ -27,7 +27,6 @@
 //!
 //! [`ResNetConfig`]: resnet_zoo_resnet::ResNetConfig
 
-pub mod atomic;
 // Without `download` only the cache's lookups are used; its writers serve the downloader.
 #[cfg_attr(not(feature = "download"), allow(dead_code))]
 pub mod cache;
@@ -44,12 +43,11 @@ pub mod registry;
 pub use download::{fetch, HubOptions, Progress};
 pub use error::{HubError, LoadError, MismatchReport, ShapeMismatch};
 pub use load::{
-    check_header, load_safetensors, load_safetensors_bytes, load_safetensors_with,
-    read_weights_file, LoadOptions,
+    load_safetensors, load_safetensors_bytes, load_safetensors_with, read_weights_file, LoadOptions,
 };
 pub use pth::{convert_pth, convert_pth_with, read_pth, read_pth_bytes};
 pub use read::MAX_WEIGHTS_BYTES;
-pub use registry::{KeyMap, WeightsInfo};
+pub use registry::WeightsInfo;
 
 /// Resolves `name` in the weights table (`resnet50.tv2_in1k`, or `resnet50` for the arch's default
 /// row), downloads the file into the verified cache if needed, and loads it strictly. Returns the

@@ -256,18 +256,8 @@ fn compare(header: &Header, cfg: &ResNetConfig, options: &LoadOptions) -> Mismat
     report
 }
 
-/// Checks a parsed safetensors file against `cfg` without loading any tensor. `arch` names the
-/// architecture in the report.
-pub fn check_header(
-    path: &Path,
-    tensors: &SafeTensors,
-    cfg: &ResNetConfig,
-    arch: &str,
-) -> Result<(), LoadError> {
-    checked_header(path, tensors, cfg, arch, &LoadOptions::default()).map(|_| ())
-}
-
-/// [`check_header`], returning the mapped header for the load that follows.
+/// Checks a parsed safetensors file against `cfg` without loading any tensor (`arch` names the
+/// architecture in the report) and returns the mapped header for the load that follows.
 fn checked_header(
     path: &Path,
     tensors: &SafeTensors,
@@ -302,7 +292,7 @@ fn checked_header(
 }
 
 /// Loads a ResNet from a local `.safetensors` file, strictly: the header is checked against `cfg`
-/// first ([`check_header`]), so a wrong file or architecture gives one report of every problem.
+/// first, before any tensor is read, so a wrong file or architecture gives one report of every problem.
 pub fn load_safetensors(
     path: impl AsRef<Path>,
     cfg: &ResNetConfig,

@@ -9,18 +9,7 @@ use resnet_zoo_resnet::ResNetConfig;
 use serde::Deserialize;
 
 use crate::error::HubError;
-
-/// How the tensors of a weights file are named.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KeyMap {
-    /// torchvision `state_dict` names, which timm's ResNet, ResNeXt and Wide ResNet share.
-    Torchvision,
-    /// Hugging Face transformers names (`microsoft/resnet-*`), mapped by [`crate::keymap`].
-    Transformers,
-    /// timm `ResNetV2` names (`resnetv2_*`, BiT), mapped by [`crate::keymap`].
-    TimmResnetv2,
-}
+use crate::keymap::Scheme;
 
 /// One pretrained checkpoint: where it lives, what it is, and how to feed it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -36,13 +25,17 @@ pub struct WeightsInfo {
     pub revision: String,
     /// File in the repository.
     pub file: String,
-    pub keymap: KeyMap,
+    /// How the file names its tensors. The loader detects the scheme from the file itself
+    /// ([`crate::keymap::detect`]); this column says what the row's file is, and a test checks it
+    /// against the arch and the repository.
+    pub keymap: Scheme,
     pub num_classes: usize,
     /// Side of the center crop.
     pub input_size: usize,
     /// `input_size / resize`: the shorter side is resized to `floor(input_size / crop_pct)`.
     pub crop_pct: f64,
-    pub interpolation: InterpolationName,
+    #[serde(deserialize_with = "interpolation")]
+    pub interpolation: Interpolation,
     pub mean: [f32; 3],
     pub std: [f32; 3],
     /// ImageNet-1k top-1 (%) published by the source at this preprocessing, where published.
@@ -59,12 +52,10 @@ pub struct WeightsInfo {
     pub default: bool,
 }
 
-/// `interpolation` as written in the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InterpolationName {
-    Bilinear,
-    Bicubic,
+/// `interpolation = "bilinear"` or `"bicubic"`, read with [`Interpolation`]'s own names.
+fn interpolation<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Interpolation, D::Error> {
+    let name = String::deserialize(d)?;
+    name.parse().map_err(serde::de::Error::custom)
 }
 
 impl WeightsInfo {
@@ -89,10 +80,7 @@ impl WeightsInfo {
         Preprocess {
             resize_size: self.resize_size(),
             crop_size: self.input_size,
-            interpolation: match self.interpolation {
-                InterpolationName::Bilinear => Interpolation::Bilinear,
-                InterpolationName::Bicubic => Interpolation::Bicubic,
-            },
+            interpolation: self.interpolation,
             mean: self.mean,
             std: self.std,
             ..Preprocess::imagenet_v1()
@@ -189,6 +177,45 @@ mod tests {
         }
     }
 
+    /// A row's `keymap` follows from where its file comes from: timm's ResNetV2 names for the
+    /// `resnetv2_*` archs, transformers' for `microsoft/resnet-*`, torchvision's for the rest.
+    #[test]
+    fn every_row_names_its_files_scheme() {
+        for w in all().unwrap() {
+            let want = if w.repo.starts_with("microsoft/") {
+                Scheme::Transformers
+            } else if w.arch.starts_with("resnetv2_") {
+                Scheme::TimmResNetV2
+            } else {
+                Scheme::Torchvision
+            };
+            assert_eq!(w.keymap, want, "{}", w.name);
+        }
+    }
+
+    #[test]
+    fn interpolation_is_read_with_its_own_names() {
+        let bicubic = find("resnet50.a1_in1k").unwrap();
+        assert_eq!(bicubic.interpolation, Interpolation::Bicubic);
+        assert_eq!(bicubic.preprocess().interpolation, Interpolation::Bicubic);
+        let row = |interpolation: &str| {
+            let toml = include_str!("../registry.toml");
+            let start = toml.find("[[weights]]").unwrap();
+            let end = toml[start + 1..].find("[[weights]]").unwrap() + start + 1;
+            let first = &toml[start..end];
+            let line = first
+                .lines()
+                .find(|l| l.starts_with("interpolation"))
+                .unwrap();
+            toml::from_str::<Table>(
+                &first.replace(line, &format!("interpolation = \"{interpolation}\"")),
+            )
+        };
+        assert!(row("bicubic").is_ok());
+        let err = row("nearest").err().unwrap().to_string();
+        assert!(err.contains("unknown interpolation `nearest`"), "{err}");
+    }
+
     /// Presets with no public weights, by design. Every other preset must have a default row.
     /// The CIFAR nets have no weights on the Hub in a layout we could verify.
     const UNTRAINED: &[&str] = &[
@@ -237,14 +264,14 @@ mod tests {
         let hf = find("microsoft/resnet-50").unwrap();
         assert_eq!(
             (hf.arch.as_str(), hf.keymap),
-            ("resnet50", KeyMap::Transformers)
+            ("resnet50", Scheme::Transformers)
         );
         let bit = find("resnetv2_50x1_bit").unwrap();
         assert_eq!(
             (bit.name.as_str(), bit.keymap, bit.resize_size()),
             (
                 "resnetv2_50x1_bit.goog_in21k_ft_in1k",
-                KeyMap::TimmResnetv2,
+                Scheme::TimmResNetV2,
                 448
             )
         );

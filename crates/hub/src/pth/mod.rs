@@ -379,7 +379,7 @@ pub fn convert_pth_with(
         .collect::<Result<Vec<_>, _>>()?;
     let bytes =
         safetensors::tensor::serialize(views, None).map_err(|e| refuse(input, e.to_string()))?;
-    crate::atomic::write(output, &bytes).map_err(|source| LoadError::Io {
+    resnet_zoo_resnet::fswrite::write_atomic(output, &bytes).map_err(|source| LoadError::Io {
         path: output.to_path_buf(),
         source,
     })?;
