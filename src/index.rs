@@ -252,7 +252,7 @@ impl EmbeddingIndex {
 
     /// Writes the file atomically: a crash leaves the previous file or none, never half of one.
     pub fn write(&self, path: &Path) -> Result<(), IndexError> {
-        resnet_zoo_hub::atomic::write(path, &self.to_bytes()).map_err(|source| IndexError::Write {
+        crate::fswrite::write_atomic(path, &self.to_bytes()).map_err(|source| IndexError::Write {
             path: path.to_path_buf(),
             source,
         })

@@ -7,6 +7,8 @@
 //! - [`layers`] (`resnet-zoo-layers`): folded conv+BN, pooling;
 //! - the model (`resnet-zoo-resnet`): [`ResNet`], [`ResNetConfig`], [`transforms`], [`imagenet`];
 //! - [`hub`] (`resnet-zoo-hub`): strict loading of safetensors checkpoints;
+//! - [`classify`] (a batch through the model to its top-k classes; [`imagenet::top_k`] for
+//!   logits) and [`cam`] (class-activation maps);
 //! - [`alloc::HugePageAlloc`]: an optional global allocator that backs large buffers with huge pages.
 //!
 //! ```no_run
@@ -29,14 +31,14 @@ pub use candle_nn;
 pub use resnet_zoo_hub as hub;
 pub use resnet_zoo_layers as layers;
 pub use resnet_zoo_resnet::{
-    block, config, imagenet, model, preset_names, presets, suggest, transforms, BlockKind,
+    block, config, fswrite, imagenet, model, preset_names, presets, suggest, transforms, BlockKind,
     FeatureInfo, NormKind, ResNet, ResNetConfig, ShortcutKind, Stage, Stem, StridePlacement,
     PRESETS,
 };
 
 pub mod alloc;
+pub mod cam;
 pub mod classify;
-pub mod device;
 pub mod index;
 
 /// The Rust snippets of the README and docs/, compiled (and run unless marked `no_run`) by

@@ -75,12 +75,13 @@ fn check_outputs(label: &str, model: &ResNet, io: &str, tol: f64) -> f64 {
             top_k(&get("logits"), 5),
             "{label} top-5 at {size}"
         );
-        // The plain forward is the same computation as features + head.
+        // The plain forward is the same computation as features + head (on the blocked CPU path it
+        // pools in NCHW8c, summing in another order: equal to f32 rounding).
         let direct = model.forward(&x).unwrap();
-        assert_eq!(
-            rel_err(&direct, &logits),
-            0.0,
-            "{label}: forward != forward_head(forward_features)"
+        let err = rel_err(&direct, &logits);
+        assert!(
+            err <= 1e-6,
+            "{label}: forward differs from forward_head(forward_features) by {err:.2e}"
         );
     }
     worst

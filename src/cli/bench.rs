@@ -137,7 +137,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             None,
         )
         .with_context(|| format!("--out {}", path.display()))?;
-        resnet_zoo::hub::atomic::write(path, &bytes)
+        resnet_zoo::fswrite::write_atomic(path, &bytes)
             .with_context(|| format!("--out {}: writing failed", path.display()))?;
     }
     let mut sorted = times_ms.clone();
@@ -152,7 +152,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             "batch": batch,
             "input": x.dims(),
             "threads": threads,
-            "device": resnet_zoo::device::device_name(&device),
+            "device": super::device::device_name(&device),
             "dtype": loaded.model.dtype().as_str(),
             "load_ms": load_ms,
             "times_ms": times_ms,
@@ -165,7 +165,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             loaded.arch,
             loaded.name,
             x.dims(),
-            resnet_zoo::device::device_name(&device),
+            super::device::device_name(&device),
             loaded.model.dtype().as_str(),
         );
         println!("load (file to model ready): {load_ms:.1} ms");

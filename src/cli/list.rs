@@ -35,7 +35,7 @@ pub fn run(args: &ListArgs) -> anyhow::Result<ExitCode> {
                 top5,
                 w.resize_size(),
                 w.input_size,
-                format!("{:?}", w.interpolation).to_lowercase(),
+                w.interpolation.name(),
                 if w.default { "yes" } else { "" }
             );
         }
@@ -73,7 +73,7 @@ fn rows(pretrained: bool) -> anyhow::Result<serde_json::Value> {
                 "top5": w.top5,
                 "resize": w.resize_size(),
                 "crop": w.input_size,
-                "interpolation": format!("{:?}", w.interpolation).to_lowercase(),
+                "interpolation": w.interpolation.name(),
                 "default": w.default,
             }));
         }

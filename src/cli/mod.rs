@@ -3,9 +3,12 @@
 pub mod bench;
 pub mod classify;
 pub mod convert;
+pub mod device;
 pub mod embed;
 pub mod flags;
+pub mod help;
 pub mod info;
+pub mod inputs;
 pub mod list;
 pub mod model;
 pub mod recipe;

@@ -163,7 +163,7 @@ impl ModelArgs {
     /// [`ModelArgs::load`], as a headless backbone when `headless` (the file's classifier, if any,
     /// is skipped by name; `forward` returns the pooled embedding).
     pub fn load_as(&self, headless: bool) -> anyhow::Result<Loaded> {
-        let device: Device = resnet_zoo::device::parse_device(&self.device)
+        let device: Device = super::device::parse_device(&self.device)
             .map_err(|e| usage(format!("--device: {e}")))?;
         let dtype = DType::from(self.dtype);
         let options = hub::LoadOptions {

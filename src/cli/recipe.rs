@@ -26,8 +26,8 @@ pub struct RecipeArgs {
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub crop: Option<u16>,
     /// Resampling filter of the resize [default: the recipe's].
-    #[arg(long, value_enum)]
-    pub interpolation: Option<InterpolationArg>,
+    #[arg(long, value_parser = interpolation_parser())]
+    pub interpolation: Option<Interpolation>,
     /// Per-channel mean subtracted after scaling to [0, 1] [default: the recipe's, ImageNet's].
     #[arg(long, value_name = "R,G,B", value_parser = parse_rgb)]
     pub mean: Option<[f32; 3]>,
@@ -36,10 +36,11 @@ pub struct RecipeArgs {
     pub std: Option<[f32; 3]>,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InterpolationArg {
-    Bilinear,
-    Bicubic,
+/// `bilinear` or `bicubic`, listed in `--help` and parsed by [`Interpolation`] itself.
+fn interpolation_parser() -> impl clap::builder::TypedValueParser<Value = Interpolation> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Interpolation::ALL.map(Interpolation::name))
+        .try_map(|name| name.parse::<Interpolation>())
 }
 
 /// A recipe and what it came from, for `--verbose` and JSON.
@@ -57,7 +58,7 @@ impl Recipe {
         format!(
             "resize {} {}, crop {}, mean {:?}, std {:?} (from {})",
             p.resize_size,
-            interpolation_name(p.interpolation),
+            p.interpolation.name(),
             p.crop_size,
             p.mean,
             p.std,
@@ -70,18 +71,11 @@ impl Recipe {
         serde_json::json!({
             "resize": p.resize_size,
             "crop": p.crop_size,
-            "interpolation": interpolation_name(p.interpolation),
+            "interpolation": p.interpolation.name(),
             "mean": p.mean,
             "std": p.std,
             "source": self.source,
         })
-    }
-}
-
-fn interpolation_name(i: Interpolation) -> &'static str {
-    match i {
-        Interpolation::Bilinear => "bilinear",
-        Interpolation::Bicubic => "bicubic",
     }
 }
 
@@ -128,14 +122,8 @@ impl RecipeArgs {
             changed.push(format!("--crop {c}"));
         }
         if let Some(i) = self.interpolation {
-            p.interpolation = match i {
-                InterpolationArg::Bilinear => Interpolation::Bilinear,
-                InterpolationArg::Bicubic => Interpolation::Bicubic,
-            };
-            changed.push(format!(
-                "--interpolation {}",
-                interpolation_name(p.interpolation)
-            ));
+            p.interpolation = i;
+            changed.push(format!("--interpolation {}", p.interpolation.name()));
         }
         if let Some(m) = self.mean {
             p.mean = m;

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::{DType, Device, Tensor};
 
+pub mod cli;
+
 /// The folder the parity harness writes to (`tests/parity/make_fixtures.py`), or
 /// `$RESNET_ZOO_FIXTURES`. Missing fixtures fail the test with the command that makes them.
 pub fn fixtures_dir() -> PathBuf {
@@ -101,8 +103,19 @@ pub fn load_tensors(name: &str) -> HashMap<String, Tensor> {
 /// `cuda:N` or `metal` in a GPU build, as `scripts/gpu-check.sh` runs them).
 pub fn device() -> Device {
     match std::env::var("RESNET_ZOO_TEST_DEVICE") {
-        Ok(name) => resnet_zoo::device::parse_device(&name)
-            .unwrap_or_else(|e| panic!("RESNET_ZOO_TEST_DEVICE={name}: {e}")),
+        Ok(name) => {
+            let (kind, ordinal) = name.split_once(':').unwrap_or((&name, "0"));
+            let ordinal: usize = ordinal
+                .parse()
+                .unwrap_or_else(|e| panic!("RESNET_ZOO_TEST_DEVICE={name}: ordinal: {e}"));
+            match kind {
+                "cpu" => Ok(Device::Cpu),
+                "cuda" => Device::new_cuda(ordinal),
+                "metal" => Device::new_metal(ordinal),
+                other => panic!("RESNET_ZOO_TEST_DEVICE={name}: unknown device {other}"),
+            }
+            .unwrap_or_else(|e| panic!("RESNET_ZOO_TEST_DEVICE={name}: {e}"))
+        }
         Err(_) => Device::Cpu,
     }
 }

@@ -44,6 +44,9 @@ What it writes (into --out, default tests/fixtures/, which is git-ignored):
                           official feature APIs return (check_feature_apis): torchvision's
                           create_feature_extractor (torchvision and CIFAR presets), timm's
                           features_only model and forward_intermediates (timm presets).
+  {P}.cam.safetensors     P in CAM_PRESETS: class-activation maps of the reference model on
+                          input_224, for each image's top-1 class (see make_cam_fixtures):
+                          input, classes, cam [N,h,w], cam_224 [N,224,224].
   models.json             every preset of the zoo (MANIFEST_PRESETS, fixtures or not):
                           reference, family, params, macs (torch.utils.flop_counter FLOPs // 2
                           at batch 1, 224x224 or 32x32 for CIFAR), flops_by_op, input_size,
@@ -189,6 +192,9 @@ HF_MAX_DIFF_REL = 1e-5
 # pth/malicious.pth would create.
 PTH_FILES = ("resnet18", "resnet18_params", "resnet18_f16", "nested", "malicious", "legacy", "strided")
 PWNED = Path("/tmp/resnet-zoo-pwned")
+# Class-activation maps (make_cam_fixtures): a post-activation net (torchvision fc) and a
+# pre-activation one (timm head.fc, a 1x1 conv, after the final norm + ReLU).
+CAM_PRESETS = ("resnet18", "resnetv2_50")
 PACKAGES = ("torch", "torchvision", "safetensors", "numpy", "pillow", "transformers", "timm")
 
 
@@ -238,7 +244,7 @@ def stamp_text() -> str:
 
 def expected_files(out: Path) -> list[Path]:
     names = [f"{p}.safetensors" for p in PRESETS] + [f"{p}.io.safetensors" for p in PRESETS]
-    names += ["models.json", "resnet18_f64.safetensors"]
+    names += ["models.json", "resnet18_f64.safetensors"] + [f"{p}.cam.safetensors" for p in CAM_PRESETS]
     names += [f"resnet18_{t}{s}" for t in LOW_PRECISION for s in (".safetensors", ".io.safetensors")]
     if not MODELS_ONLY:
         names += [f"images/{p.stem}.safetensors" for p in image_files()]
@@ -1331,12 +1337,73 @@ def generate(out: Path) -> None:
         size, peak, gap = make_image_fixture(path, resnet50, out)
         print(f"  image {path.name:22} {size:20} max|logits|={peak:.4f} min top-6 gap={gap:.3e}")
 
-    # Both read the weights written above back from their files.
+    # These read the weights written above back from their files.
+    make_cam_fixtures(out, common)
     if not MODELS_ONLY:
         make_hf_fixtures(out, common)
         make_pth_fixtures(out, common)
     # Shapes and counts only; checks the fixture presets' headers written above.
     make_manifest(out, common)
+
+
+def minmax(maps: torch.Tensor) -> torch.Tensor:
+    """Each [h, w] map of [N, h, w] scaled to [0, 1]: (x - min) / (max - min)."""
+    lo = maps.amin((1, 2), keepdim=True)
+    hi = maps.amax((1, 2), keepdim=True)
+    return (maps - lo) / (hi - lo)
+
+
+def make_cam_fixtures(out: Path, common: dict) -> None:
+    """{P}.cam.safetensors for P in CAM_PRESETS: class-activation maps (CAM, Zhou et al. 2016)
+    of the reference model read back from {P}.safetensors, on input_224 of {P}.io.safetensors.
+
+      input     [N,3,224,224]  input_224
+      classes   [N] int64      each image's top-1 class (argmax of the logits)
+      cam       [N,h,w]        sum_c W[k,c] * F[n,c,:,:] for k = classes[n], W the classifier
+                               weight, F the last feature map (the TAPS "features" module: what the
+                               head pools, after the final norm + ReLU in resnetv2), min-max
+                               normalised per image to [0, 1]; no ReLU, no bias (a constant)
+      cam_224   [N,224,224]    cam upsampled: F.interpolate(bilinear, align_corners=False)
+
+    Checked here: Grad-CAM without its ReLU (channel weights = the spatial mean of d logit / d F,
+    by autograd) gives the same normalised map, as it must for a global-average-pool + linear head.
+    """
+    for preset in CAM_PRESETS:
+        fam = family(preset)
+        model = fresh_model(preset, load_file(out / f"{preset}.safetensors"))
+        x = load_file(out / f"{preset}.io.safetensors")["input_224"]
+        taps = run_with_taps(model, x, fam)
+        feats, classes = taps["features"], taps["logits"].argmax(1)
+        weight = classifier(model).weight.detach()
+        weight = weight.reshape(weight.shape[0], -1)  # timm's head.fc is a 1x1 conv
+        cam = minmax(torch.einsum("nc,nchw->nhw", weight[classes], feats))
+        up = F.interpolate(cam[:, None], size=tuple(x.shape[2:]), mode="bilinear", align_corners=False)[:, 0]
+
+        hooked: list[torch.Tensor] = []
+
+        def keep(_m, _i, o: torch.Tensor) -> None:  # returns None: the output is not replaced
+            o.retain_grad()
+            hooked.append(o)
+
+        handle = model.get_submodule(TAPS[fam]["features"]).register_forward_hook(keep)
+        try:
+            logits = model(x)
+            logits.gather(1, classes[:, None]).sum().backward()
+        finally:
+            handle.remove()
+        fmap = hooked[0]
+        alpha = fmap.grad.mean((2, 3))
+        gradcam = minmax(torch.einsum("nc,nchw->nhw", alpha, fmap.detach()))
+        d = (gradcam - cam).abs().max().item()
+        assert d < 1e-5, f"{preset}: Grad-CAM differs from CAM by {d}"
+        model.zero_grad(set_to_none=True)
+
+        save_atomic({"input": x, "classes": classes, "cam": cam, "cam_224": up},
+                    out / f"{preset}.cam.safetensors",
+                    {**common, "preset": preset, "weights": f"{preset}.safetensors",
+                     "classes": ",".join(str(int(k)) for k in classes)})
+        print(f"  {preset}.cam: classes {classes.tolist()}, map {tuple(cam.shape[1:])}, "
+              f"max|Grad-CAM - CAM| = {d:.1e}")
 
 
 def make_dtype_fixtures(sd: dict, inputs: dict, ref: dict, out: Path, common: dict) -> None:

@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use super::model::ModelArgs;
 
 mod compute;
-mod inputs;
 mod merge;
 mod report;
 mod run;
@@ -25,9 +24,6 @@ mod state;
 pub use merge::merge;
 pub use run::run;
 pub use similar::similar;
-
-/// File extensions `embed` picks up inside folders (files named on the command line are always taken).
-const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
 
 /// `I/N`: this machine's slice of the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -53,7 +53,7 @@ fn write_report(path: &Path, failed: &[Failure]) -> anyhow::Result<()> {
         .iter()
         .map(|f| format!("{}\t{}\n", escape_path(&f.path), escape(f.error.as_bytes())))
         .collect();
-    resnet_zoo::hub::atomic::write(path, text.as_bytes())
+    resnet_zoo::fswrite::write_atomic(path, text.as_bytes())
         .with_context(|| format!("cannot write report {}", path.display()))
 }
 

@@ -9,10 +9,10 @@ use resnet_zoo::index::EmbeddingIndex;
 use sha2::{Digest, Sha256};
 
 use super::compute::{decode_chunk, embed_chunk, progress, Decoded};
-use super::inputs::{collect_inputs, hex, inputs_sha256};
 use super::report::finish;
 use super::state::Partial;
 use super::{shard_chunks, with_suffix, EmbedArgs};
+use crate::cli::inputs::{collect_inputs, hex, inputs_sha256};
 use crate::cli::Usage;
 
 pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {

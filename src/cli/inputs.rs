@@ -1,4 +1,5 @@
-//! The input list of `embed`: files as given, folders walked in sorted order, and its hash.
+//! Inputs of `embed` and `classify`: files as given, folders walked in sorted order, and the
+//! hash of the list (`embed`'s run identity).
 //!
 //! Paths stay [`PathBuf`]s from the command line to the index file: a file name that is not UTF-8
 //! is opened, hashed and stored by its bytes. A folder is walked depth first in sorted path order.
@@ -14,8 +15,10 @@ use anyhow::Context;
 use resnet_zoo::index::path_bytes;
 use sha2::{Digest, Sha256};
 
-use super::IMAGE_EXTENSIONS;
 use crate::cli::Usage;
+
+/// File extensions picked up inside folders (files named on the command line are always taken).
+pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
 
 fn is_image(path: &Path) -> bool {
     path.extension()
@@ -85,14 +88,24 @@ fn walk(root: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The inputs in order: files as given, folders expanded recursively in sorted path order.
+/// Appends one input: a folder's images (walked as the module doc says), anything else as itself
+/// (a missing file too: it fails by name when it is read).
+pub fn expand(input: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    if input.is_dir() {
+        walk(input, out)
+    } else {
+        out.push(input.to_path_buf());
+        Ok(())
+    }
+}
+
+/// The inputs in order: files as given, folders expanded recursively in sorted path order. A
+/// path that does not exist is a usage error.
 pub fn collect_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for input in inputs {
-        if input.is_dir() {
-            walk(input, &mut files)?;
-        } else if input.exists() {
-            files.push(input.clone());
+        if input.is_dir() || input.exists() {
+            expand(input, &mut files)?;
         } else {
             return Err(Usage(format!(
                 "input {} does not exist (give image files or folders)",

@@ -1,4 +1,4 @@
-//! Picking a Candle device from a command-line name.
+//! `--device`: picking a Candle device from a command-line name.
 
 use candle_core::Device;
 
