@@ -15,6 +15,13 @@ FIXTURES := tests/fixtures
 # (no fixtures) skips those tests and says so in one line per test binary (tests/common/mod.rs).
 test: fixtures
 	RESNET_ZOO_REQUIRE_FIXTURES=1 cargo test --release --workspace --all-targets
+	# The parity suite again on the other CPU kernels: AVX2 (the default picks AVX-512 where the
+	# CPU has it) and the NCHW GEMM path (Arm and other CPUs without AVX2).
+	RESNET_ZOO_ISA=avx2 RESNET_ZOO_REQUIRE_FIXTURES=1 cargo test --release --test parity
+	RESNET_ZOO_ISA=off RESNET_ZOO_REQUIRE_FIXTURES=1 cargo test --release --test parity
+	# ... and with Winograd F(2x2, 3x3) on no convolution, and on every stride-1 3x3.
+	RESNET_ZOO_WINOGRAD=off RESNET_ZOO_REQUIRE_FIXTURES=1 cargo test --release --test parity
+	RESNET_ZOO_WINOGRAD=all RESNET_ZOO_REQUIRE_FIXTURES=1 cargo test --release --test parity
 	cargo test --release --workspace --doc
 
 $(VENV)/.installed: tests/requirements.txt

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Module, Tensor};
+use resnet_zoo::layers::nchwc::{Algorithm, Arena, Input, InputLayout, Isa, Nchw8c, PackedConv};
 use resnet_zoo::layers::{conv2d_fused, grouped_conv2d, ConvGeometry, Epilogue};
 use resnet_zoo::{ResNet, ResNetConfig};
 
@@ -115,10 +116,20 @@ fn main() {
     grouped_vs_candle(&dev, repeats);
 }
 
-/// Every distinct convolution of ResNet-50 at 224x224 through the fused op (bias and ReLU), with
-/// its share of the model's MACs and the GFLOP/s it reaches.
+/// Every distinct convolution of ResNet-50 at 224x224 as the model runs it on this CPU (bias and
+/// ReLU fused): the NCHW8c kernels with the weights packed as at load (Winograd where it is the
+/// default), or the NCHW GEMM op where the blocked kernels do not run (`RESNET_ZOO_ISA=off`, no
+/// AVX2). GFLOP/s count the direct convolution's FLOPs.
 fn layers(dev: &Device, n: usize, repeats: usize) {
-    println!("ResNet-50 convolutions, batch {n} (fused conv + bias + ReLU):");
+    let isa = Isa::configured().unwrap();
+    println!(
+        "ResNet-50 convolutions, batch {n} (conv + bias + ReLU; {}):",
+        match isa {
+            Some(isa) => format!("NCHW8c, {isa:?} kernels"),
+            None => "NCHW, im2col + gemm".into(),
+        }
+    );
+    let arena = Arena::new();
     // (in, out, kernel, stride, input side, count in the model)
     let shapes = [
         (3, 64, 7, 2, 224, 1),
@@ -160,7 +171,41 @@ fn layers(dev: &Device, n: usize, repeats: usize) {
             residual: None,
             relu: true,
         };
-        let t = time(repeats, || conv2d_fused(&x, &w, g, e).unwrap()).as_secs_f64();
+        let layout = if c == 3 {
+            InputLayout::Nchw
+        } else {
+            InputLayout::Blocked
+        };
+        let t = match isa {
+            Some(isa) => {
+                // As the model packs it: the last stage (7x7 maps) direct.
+                let algorithm = if side == 7 {
+                    Algorithm::Direct
+                } else {
+                    Algorithm::Auto
+                };
+                let packed =
+                    PackedConv::from_tensors_scaled(&w, None, Some(&b), g, layout, algorithm)
+                        .unwrap();
+                let xv = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let xb = Nchw8c::from_nchw(&xv, n, c, side, side).unwrap();
+                let input = match layout {
+                    InputLayout::Blocked => Input::Blocked(&xb),
+                    InputLayout::Nchw => Input::Nchw {
+                        data: &xv,
+                        n,
+                        h: side,
+                        w: side,
+                    },
+                };
+                time(repeats, || {
+                    let y = packed.forward_in(input, None, true, isa, &arena).unwrap();
+                    arena.recycle(y);
+                })
+            }
+            None => time(repeats, || conv2d_fused(&x, &w, g, e).unwrap()),
+        }
+        .as_secs_f64();
         let out = (side + 2 * (k / 2) - k) / s + 1;
         let flops = 2.0 * (n * o * out * out * c * k * k) as f64;
         total += t * count as f64;
