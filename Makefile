@@ -19,9 +19,11 @@ test: fixtures
 	# CPU has it) and the NCHW GEMM path (Arm and other CPUs without AVX2).
 	RESNET_ZOO_ISA=avx2 RESNET_ZOO_REQUIRE_FIXTURES=1 cargo test --release --test parity
 	RESNET_ZOO_ISA=off RESNET_ZOO_REQUIRE_FIXTURES=1 cargo test --release --test parity
-	# ... and with Winograd F(2x2, 3x3) on no convolution, and on every stride-1 3x3.
+	# ... and with Winograd on no convolution, F(2x2, 3x3) on every stride-1 3x3, and F(4x4, 3x3)
+	# on every stride-1 3x3 (the default runs F(4x4) up to 128 channels, F(2x2) above).
 	RESNET_ZOO_WINOGRAD=off RESNET_ZOO_REQUIRE_FIXTURES=1 cargo test --release --test parity
 	RESNET_ZOO_WINOGRAD=all RESNET_ZOO_REQUIRE_FIXTURES=1 cargo test --release --test parity
+	RESNET_ZOO_WINOGRAD=all-f4 RESNET_ZOO_REQUIRE_FIXTURES=1 cargo test --release --test parity
 	cargo test --release --workspace --doc
 
 $(VENV)/.installed: tests/requirements.txt

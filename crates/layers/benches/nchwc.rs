@@ -350,12 +350,13 @@ fn best_of(runs: usize, mut f: impl FnMut()) -> f64 {
 }
 
 /// The stride-1 3x3 convolutions of ResNet-50, ResNet-18 and Wide-ResNet-50-2, direct against
-/// Winograd F(2x2, 3x3), with the residual and the ReLU, in NCHW8c through an arena (as the models
-/// run them). GFLOP/s count the direct convolution's FLOPs for both.
+/// Winograd F(2x2, 3x3) and F(4x4, 3x3), with the residual and the ReLU, in NCHW8c through an arena
+/// (as the models run them). Speed-ups are against direct; errors against direct, relative to its
+/// largest output.
 fn winograd_vs_direct(n: usize, isa: Isa, filter: &str) {
-    println!("\nStride-1 3x3 convolutions, batch {n}, {isa:?}: direct vs Winograd F(2x2, 3x3) (best of 15; effective GFLOP/s)");
-    println!("| conv | direct ms | Winograd ms | direct GFLOP/s | Winograd eff. GFLOP/s | speed-up | rel err |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("\nStride-1 3x3 convolutions, batch {n}, {isa:?}: direct vs Winograd F(2x2, 3x3) and F(4x4, 3x3) (best of 15)");
+    println!("| conv | direct ms | F(2x2) ms | F(4x4) ms | direct GFLOP/s | F(2x2) speed-up | F(4x4) speed-up | F(2x2) rel err | F(4x4) rel err |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let arena = Arena::new();
     for &(c, side) in &[
         (64, 56),
@@ -388,35 +389,40 @@ fn winograd_vs_direct(n: usize, isa: Isa, filter: &str) {
             PackedConv::new_scaled(&w, [c, c, 3, 3], None, Some(&b), g, InputLayout::Blocked, a)
                 .unwrap()
         };
-        let (direct, wino) = (pack(Algorithm::Direct), pack(Algorithm::Winograd));
+        let algorithms = [
+            Algorithm::Direct,
+            Algorithm::Winograd,
+            Algorithm::Winograd4x4,
+        ];
+        let packed = algorithms.map(pack);
         let run = |p: &PackedConv| {
-            let y = p
-                .forward_in(Input::Blocked(&xb), Some(&xb), true, isa, &arena)
-                .unwrap();
-            arena.recycle(y);
+            p.forward_in(Input::Blocked(&xb), Some(&xb), true, isa, &arena)
+                .unwrap()
         };
-        let yd = direct
-            .forward_in(Input::Blocked(&xb), Some(&xb), true, isa, &arena)
-            .unwrap();
-        let yw = wino
-            .forward_in(Input::Blocked(&xb), Some(&xb), true, isa, &arena)
-            .unwrap();
-        let scale = yd.as_slice().iter().fold(0f32, |m, v| m.max(v.abs()));
-        let err = yd
-            .as_slice()
-            .iter()
-            .zip(yw.as_slice())
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
-            / scale;
-        let (td, tw) = (best_of(15, || run(&direct)), best_of(15, || run(&wino)));
-        let f = 2.0 * (n * direct.macs_per_image(side, side)) as f64;
+        let outs = packed.each_ref().map(run);
+        let scale = outs[0].as_slice().iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = |y: &Nchw8c| {
+            outs[0]
+                .as_slice()
+                .iter()
+                .zip(y.as_slice())
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+                / scale
+        };
+        let t = packed
+            .each_ref()
+            .map(|p| best_of(15, || arena.recycle(run(p))));
+        let f = 2.0 * (n * packed[0].macs_per_image(side, side)) as f64;
         println!(
-            "| {name} | {:.3} | {:.3} | {:.1} | {:.1} | {:.2}x | {err:.1e} |",
-            td * 1e3,
-            tw * 1e3,
-            f / td / 1e9,
-            f / tw / 1e9,
-            td / tw
+            "| {name} | {:.3} | {:.3} | {:.3} | {:.1} | {:.2}x | {:.2}x | {:.1e} | {:.1e} |",
+            t[0] * 1e3,
+            t[1] * 1e3,
+            t[2] * 1e3,
+            f / t[0] / 1e9,
+            t[0] / t[1],
+            t[0] / t[2],
+            err(&outs[1]),
+            err(&outs[2]),
         );
     }
 }

@@ -17,7 +17,8 @@
 //!   ([`InputLayout::Nchw`]) rather than padding 3 channels to 8;
 //! - kernels: AVX-512F or AVX2 + FMA intrinsics where `is_x86_feature_detected!` finds them, else a
 //!   portable one ([`Isa`]);
-//! - [`Algorithm::Winograd`]: F(2x2, 3x3) for stride-1 3x3 convolutions (`winograd.rs`);
+//! - [`Algorithm::Winograd`] and [`Algorithm::Winograd4x4`]: F(2x2, 3x3) and F(4x4, 3x3) for
+//!   stride-1 3x3 convolutions (`winograd/`);
 //! - the layers between convolutions in the same layout (`ops.rs`): max pool, ResNet-D's average
 //!   pool, the zero-padding shortcut, a per-channel affine + ReLU, the global average pool;
 //! - [`Arena`]: activation buffers reused across layers and forward passes;
@@ -39,3 +40,4 @@ pub use kernel::Isa;
 pub use layout::{Arena, Nchw8c, BLOCK};
 pub use ops::{avg_pool_ceil, global_avg_pool, max_pool, zero_pad_shortcut, AffineRelu};
 pub use pack::{Algorithm, InputLayout, PackedConv, Packing};
+pub use winograd::Variant as WinogradVariant;

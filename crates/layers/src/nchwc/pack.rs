@@ -4,7 +4,7 @@ use candle_core::{bail, DType, Result, Storage, Tensor};
 use rayon::prelude::*;
 
 use super::layout::BLOCK;
-use super::winograd::Winograd;
+use super::winograd::{Variant, Winograd};
 use crate::ConvGeometry;
 
 /// Which layout a packed convolution reads.
@@ -56,13 +56,26 @@ pub struct PackedConv {
     pub(super) winograd: Option<Winograd>,
 }
 
-/// The stride-1 3x3 convolutions run as Winograd by default: from 128 channels (with 64 the
-/// transforms cost more than the multiplies saved: 0.90x at 56x56) up to `C_in x C_out` = 512 x 512
-/// (1.3-1.8x faster per layer here). Wider ones hold 16/9 as many weights, read for few tiles:
-/// 1024 x 1024 at 7x7 loses (0.92x). A model packs its last stage (7x7 maps at 224x224, where
-/// Winograd's gain is smallest and its weights cost the most memory) as [`Algorithm::Direct`].
-fn winograd_by_default(c_in: usize, c_out: usize) -> bool {
-    c_in >= 128 && c_out >= 128 && c_in * c_out <= 512 * 512
+/// The Winograd transform a stride-1 3x3 convolution runs by default, by its channels (which in
+/// the ResNets set its map size: 64 and 128 channels run on 56x56 and 28x28 maps at 224x224):
+/// - up to 128 x 128 channels, from 64: F(4x4, 3x3), 1.2-2.0x faster than direct per layer on
+///   56x56 and 28x28 maps, where F(2x2)'s transforms cost about what it saves at 64 channels;
+/// - up to 512 x 512, from 128: F(2x2, 3x3), 1.3-1.8x faster than direct. F(4x4) gains
+///   little more on 14x14 maps (its 4x4 tiles cover 16x16) for 4x the direct weights, and loses
+///   on 7x7 ones;
+/// - wider: direct (1024 x 1024 at 7x7 loses with either).
+///
+/// A model packs its last stage (7x7 maps at 224x224, where Winograd's gain is smallest and its
+/// weights cost the most memory) as [`Algorithm::Direct`].
+fn winograd_by_default(c_in: usize, c_out: usize) -> Option<Variant> {
+    let (lo, hi) = (c_in.min(c_out), c_in * c_out);
+    if lo >= 64 && hi <= 128 * 128 {
+        Some(Variant::F4)
+    } else if lo >= 128 && hi <= 512 * 512 {
+        Some(Variant::F2)
+    } else {
+        None
+    }
 }
 
 /// How a model packs a layer: the layout it reads and the algorithm.
@@ -75,9 +88,10 @@ pub struct Packing {
 /// How a convolution is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Algorithm {
-    /// Winograd for the stride-1 3x3 convolutions from 128 x 128 up to 512 x 512 channels, where
-    /// it is faster (unless the `RESNET_ZOO_WINOGRAD` environment variable says `off`, or `all`
-    /// for every stride-1 3x3), direct otherwise.
+    /// Winograd for the stride-1 3x3 convolutions from 64 x 64 up to 512 x 512 channels, where
+    /// it is faster: F(4x4, 3x3) up to 128 x 128, F(2x2, 3x3) above; direct otherwise. The
+    /// `RESNET_ZOO_WINOGRAD` environment variable overrides it: `off`, `all` (F(2x2) on every
+    /// stride-1 3x3), `f4` (F(4x4) wherever Winograd runs), `all-f4`.
     #[default]
     Auto,
     /// The direct micro-kernels.
@@ -85,33 +99,42 @@ pub enum Algorithm {
     /// Winograd F(2x2, 3x3) if the convolution is a stride-1, padding-1, ungrouped 3x3 with a
     /// blocked input; direct otherwise.
     Winograd,
+    /// Winograd F(4x4, 3x3) where [`Algorithm::Winograd`] would run F(2x2, 3x3): 4x fewer
+    /// multiplies than direct (2.25x for F(2x2)), 4x the direct weights (16/9 for F(2x2)), and a
+    /// larger f32 error (still within 1e-5 of the direct result on the tests' layers).
+    Winograd4x4,
 }
 
-/// Whether a convolution runs as Winograd; `Auto` reads `RESNET_ZOO_WINOGRAD` (unset or `auto`,
-/// `off` or `0`, `all`; anything else is an error naming the variable).
-fn use_winograd(
+/// Which Winograd transform a convolution runs, if any; `Auto` reads `RESNET_ZOO_WINOGRAD`: unset
+/// or `auto`, `off` (or `0`), `all` (F(2x2) on every stride-1 3x3), `f4` (F(4x4) wherever `auto`
+/// runs Winograd), `all-f4`; anything else is an error naming the variable.
+fn winograd_variant(
     algorithm: Algorithm,
     c_in: usize,
     c_out: usize,
     [kh, kw]: [usize; 2],
     g: ConvGeometry,
-) -> Result<bool> {
+) -> Result<Option<Variant>> {
     let shape = kh == 3 && kw == 3 && g.stride == 1 && g.padding == 1 && g.groups == 1;
     if !shape {
-        return Ok(false);
+        return Ok(None);
     }
+    let default = winograd_by_default(c_in, c_out);
     Ok(match algorithm {
-        Algorithm::Direct => false,
-        Algorithm::Winograd => true,
+        Algorithm::Direct => None,
+        Algorithm::Winograd => Some(Variant::F2),
+        Algorithm::Winograd4x4 => Some(Variant::F4),
         Algorithm::Auto => {
             let value = std::env::var("RESNET_ZOO_WINOGRAD").unwrap_or_default();
             match value.trim().to_ascii_lowercase().as_str() {
-                "" | "auto" => winograd_by_default(c_in, c_out),
-                "off" | "0" => false,
-                "all" => true,
-                other => {
-                    bail!("RESNET_ZOO_WINOGRAD={other:?} is not a setting: use auto, off or all")
-                }
+                "" | "auto" => default,
+                "off" | "0" => None,
+                "all" => Some(Variant::F2),
+                "f4" => default.map(|_| Variant::F4),
+                "all-f4" => Some(Variant::F4),
+                other => bail!(
+                    "RESNET_ZOO_WINOGRAD={other:?} is not a setting: use auto, off, all, f4 or all-f4"
+                ),
             }
         }
     })
@@ -232,9 +255,11 @@ impl PackedConv {
         let pairs = c_out.div_ceil(PAIR);
         let taps = kh * kw;
         let per_pair = n_ib * taps * per_block;
-        let winograd = (input == InputLayout::Blocked
-            && use_winograd(algorithm, c_in, c_out, [kh, kw], geometry)?)
-        .then(|| Winograd::new(weight, c_out, c_in, scale));
+        let variant = match input {
+            InputLayout::Blocked => winograd_variant(algorithm, c_in, c_out, [kh, kw], geometry)?,
+            InputLayout::Nchw => None,
+        };
+        let winograd = variant.map(|v| Winograd::new(v, weight, c_out, c_in, scale));
         let direct = if winograd.is_some() { 0 } else { pairs };
         let mut weights = vec![Lanes::default(); direct * per_pair];
         // Each pair's 16 filters are read in order and scattered into its (L2-sized) part.
@@ -381,9 +406,14 @@ impl PackedConv {
         self.c_in
     }
 
-    /// Whether this convolution runs as Winograd F(2x2, 3x3).
+    /// Whether this convolution runs as Winograd (F(2x2, 3x3) or F(4x4, 3x3)).
     pub fn is_winograd(&self) -> bool {
         self.winograd.is_some()
+    }
+
+    /// The Winograd transform this convolution runs, if any.
+    pub fn winograd_variant(&self) -> Option<Variant> {
+        self.winograd.as_ref().map(Winograd::variant)
     }
 
     /// The layout this convolution reads.

@@ -76,18 +76,13 @@ fn check_grouped(cases: &[Case], input: InputLayout, groups: usize) {
         let res_blocked = Nchw8c::from_tensor(&residual).unwrap();
         let x_blocked = Nchw8c::from_tensor(&x).unwrap();
         let x_plain = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        for (with_bias, with_residual, relu) in [
-            (false, false, false),
-            (true, false, true),
-            (true, true, true),
-            (false, true, false),
+        // Every case three ways: direct, and Winograd F(2x2) and F(4x4) where the shape allows.
+        for (with_bias, with_residual, relu, algorithm) in [
+            (false, false, false, Algorithm::Direct),
+            (true, false, true, Algorithm::Winograd4x4),
+            (true, true, true, Algorithm::Winograd),
+            (false, true, false, Algorithm::Winograd4x4),
         ] {
-            // Every case both ways: Winograd where the shape allows it, and direct.
-            let algorithm = if with_residual {
-                Algorithm::Winograd
-            } else {
-                Algorithm::Direct
-            };
             let (wv, bv) = (
                 wt.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
                 bias.to_vec1::<f32>().unwrap(),
@@ -102,6 +97,17 @@ fn check_grouped(cases: &[Case], input: InputLayout, groups: usize) {
                 algorithm,
             )
             .unwrap();
+            let winograd_shape = k == 3
+                && stride == 1
+                && padding == 1
+                && groups == 1
+                && input == InputLayout::Blocked;
+            let want_variant = match algorithm {
+                Algorithm::Winograd if winograd_shape => Some(WinogradVariant::F2),
+                Algorithm::Winograd4x4 if winograd_shape => Some(WinogradVariant::F4),
+                _ => None,
+            };
+            assert_eq!(packed.winograd_variant(), want_variant, "{algorithm:?}");
             let (w_back, b_back) = packed.unpack();
             let w_want = wt.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             if packed.is_winograd() {
