@@ -66,7 +66,7 @@ impl Winograd {
                             std::array::from_fn(|c| f64::from(f[r * 3 + c] * s))
                         });
                         let t = variant.transform_filter(g);
-                        for (p, &v) in t.iter().enumerate() {
+                        for (p, &v) in t[..pos].iter().enumerate() {
                             dst[p * per_pos + i].0[lane] = v as f32;
                         }
                     }

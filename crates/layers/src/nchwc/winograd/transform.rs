@@ -10,6 +10,9 @@
 use super::super::driver::Shared;
 use super::super::layout::BLOCK;
 
+/// Positions of the largest transform, F(4x4)'s 6x6.
+pub(super) const MAX_POSITIONS: usize = 36;
+
 /// Eight lanes of one pixel.
 pub(super) type V8 = [f32; BLOCK];
 
@@ -36,12 +39,15 @@ impl Variant {
         (self.m() + 2) * (self.m() + 2)
     }
 
-    /// `G g G^T` of one 3x3 filter, row-major over the positions.
-    pub(super) fn transform_filter(self, g: [[f64; 3]; 3]) -> Vec<f64> {
+    /// `G g G^T` of one 3x3 filter, row-major over the positions (the first
+    /// [`Variant::positions`] of the array).
+    pub(super) fn transform_filter(self, g: [[f64; 3]; 3]) -> [f64; MAX_POSITIONS] {
+        let mut out = [0f64; MAX_POSITIONS];
         match self {
-            Variant::F2 => filter2d::<4>(g, g2).concat(),
-            Variant::F4 => filter2d::<6>(g, g4).concat(),
+            Variant::F2 => out[..16].copy_from_slice(filter2d::<4>(g, g2).as_flattened()),
+            Variant::F4 => out.copy_from_slice(filter2d::<6>(g, g4).as_flattened()),
         }
+        out
     }
 
     /// The 3x3 filter back from its transform (to rounding).
