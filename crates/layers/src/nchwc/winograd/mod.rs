@@ -17,7 +17,7 @@
 mod transform;
 
 pub use transform::Variant;
-use transform::{at4, at6, V8};
+use transform::{at4, at6, InputPlane, V8};
 
 use candle_core::{bail, Result};
 use rayon::prelude::*;
@@ -113,18 +113,8 @@ impl Winograd {
 /// The CPU has AVX2 and FMA; as [`Variant::input_plane`] otherwise.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn input_plane_avx2(
-    variant: Variant,
-    x: &[f32],
-    h: usize,
-    w: usize,
-    tw: usize,
-    th: usize,
-    v: Shared,
-    pos_stride: usize,
-) {
-    variant.input_plane(x, h, w, tw, th, v, pos_stride)
+unsafe fn input_plane_avx2(variant: Variant, job: &InputPlane) {
+    variant.input_plane(job)
 }
 
 /// The input and output shapes of one forward.
@@ -181,17 +171,23 @@ impl Winograd {
             let vp = Shared(v.as_mut_slice().as_mut_ptr());
             let pos_stride = d.n_ib * d.tiles * BLOCK;
             xi.par_chunks(plane_in).enumerate().for_each(|(ib, plane)| {
-                // SAFETY: block `ib`'s tiles, at offset `ib * tiles * 8` of each position plane.
-                let dst = Shared(unsafe { vp.get().add(ib * d.tiles * BLOCK) });
+                let job = InputPlane {
+                    x: plane,
+                    h,
+                    w,
+                    th,
+                    tw,
+                    // SAFETY: block `ib`'s tiles, at offset `ib * tiles * 8` of each position plane.
+                    v: Shared(unsafe { vp.get().add(ib * d.tiles * BLOCK) }),
+                    pos_stride,
+                };
                 #[cfg(target_arch = "x86_64")]
                 if isa != Isa::Portable {
                     // SAFETY: the SIMD kernels only run where the CPU has AVX2 and FMA
                     // (`Isa::available`, checked by `PackedConv::forward_in`).
-                    return unsafe {
-                        input_plane_avx2(variant, plane, h, w, tw, th, dst, pos_stride)
-                    };
+                    return unsafe { input_plane_avx2(variant, &job) };
                 }
-                variant.input_plane(plane, h, w, tw, th, dst, pos_stride);
+                variant.input_plane(&job);
             });
             self.gemm(&d, v.as_slice(), m.as_mut_slice(), isa);
             let r = residual.map(|r| &r.as_slice()[image * image_out..][..image_out]);

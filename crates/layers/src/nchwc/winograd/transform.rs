@@ -63,21 +63,11 @@ impl Variant {
     }
 
     /// The input transform of one input block's plane; see [`input_plane`].
-    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    pub(super) fn input_plane(
-        self,
-        x: &[f32],
-        h: usize,
-        w: usize,
-        tw: usize,
-        th: usize,
-        v: Shared,
-        pos_stride: usize,
-    ) {
+    pub(super) fn input_plane(self, job: &InputPlane) {
         match self {
-            Variant::F2 => input_plane::<4>(x, h, w, tw, th, v, pos_stride, bt4),
-            Variant::F4 => input_plane::<6>(x, h, w, tw, th, v, pos_stride, bt6),
+            Variant::F2 => input_plane::<4>(job, bt4),
+            Variant::F4 => input_plane::<6>(job, bt6),
         }
     }
 }
@@ -189,22 +179,33 @@ pub(super) fn at6(m: [V8; 6]) -> [V8; 4] {
     y
 }
 
-/// The input transform of one input block's plane (`h x w` pixels of 8 channels) into the `T * T`
-/// position planes of that block (`v[pos]` is `tiles x 8` values at stride `pos_stride`), which
-/// only this call writes. Tile `(ty, tx)` reads the `T x T` patch at `((T - 2) ty - 1, (T - 2) tx - 1)`,
-/// zero outside the plane.
-#[allow(clippy::too_many_arguments)]
+/// One input block's plane (`h x w` pixels of 8 channels) and where its transform goes: `v`, the
+/// block's tiles in the first position plane, `th x tw` tiles of 8 values, the next position
+/// `pos_stride` further on. Only the job's own call writes those tiles.
+pub(super) struct InputPlane<'a> {
+    pub(super) x: &'a [f32],
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) th: usize,
+    pub(super) tw: usize,
+    pub(super) v: Shared,
+    pub(super) pos_stride: usize,
+}
+
+/// The input transform of one input block's plane into the `T * T` position planes of that
+/// block. Tile `(ty, tx)` reads the `T x T` patch at `((T - 2) ty - 1, (T - 2) tx - 1)`, zero
+/// outside the plane.
 #[inline(always)]
-fn input_plane<const T: usize>(
-    x: &[f32],
-    h: usize,
-    w: usize,
-    tw: usize,
-    th: usize,
-    v: Shared,
-    pos_stride: usize,
-    bt: fn([V8; T]) -> [V8; T],
-) {
+fn input_plane<const T: usize>(job: &InputPlane, bt: fn([V8; T]) -> [V8; T]) {
+    let InputPlane {
+        x,
+        h,
+        w,
+        th,
+        tw,
+        v,
+        pos_stride,
+    } = *job;
     let m = T - 2;
     let at = |y: isize, xx: isize| -> V8 {
         if y < 0 || xx < 0 || y as usize >= h || xx as usize >= w {
