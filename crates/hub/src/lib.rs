@@ -38,6 +38,7 @@ mod load;
 pub mod pth;
 mod read;
 pub mod registry;
+mod tensors;
 
 #[cfg(feature = "download")]
 pub use download::{fetch, HubOptions, Progress};

@@ -8,6 +8,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{LoadError, MismatchReport, ShapeMismatch};
 use crate::keymap::{self, Scheme};
+use crate::tensors::{FileTensor, FileTensors, Split};
 
 /// Integer buffers that PyTorch BatchNorm saves and inference never reads.
 fn is_ignored(name: &str) -> bool {
@@ -115,28 +116,25 @@ struct Header {
     unmapped: Vec<String>,
 }
 
-fn header_table(tensors: &SafeTensors, strip: Option<&str>) -> Header {
+fn header_table(tensors: &[FileTensor], strip: Option<&str>) -> Header {
     let strip = |name: &'_ str| -> String {
         strip
             .and_then(|p| name.strip_prefix(p))
             .unwrap_or(name)
             .to_string()
     };
-    let stripped: Vec<String> = tensors.names().into_iter().map(&strip).collect();
+    let stripped: Vec<String> = tensors.iter().map(|t| strip(&t.name)).collect();
     let scheme = keymap::detect(stripped.iter().map(String::as_str));
     let mut table = BTreeMap::new();
     let mut unmapped = Vec::new();
-    for (name, view) in tensors.iter() {
-        match keymap::map_name(scheme, &strip(name)) {
+    for t in tensors {
+        match keymap::map_name(scheme, &strip(&t.name)) {
             // Two file tensors for one of ours: keep the first, report the second.
-            Some(ours) if table.contains_key(&ours) => unmapped.push(name.to_string()),
+            Some(ours) if table.contains_key(&ours) => unmapped.push(t.name.clone()),
             Some(ours) => {
-                table.insert(
-                    ours,
-                    (view.dtype(), view.shape().to_vec(), name.to_string()),
-                );
+                table.insert(ours, (t.dtype, t.shape.clone(), t.name.clone()));
             }
-            None => unmapped.push(name.to_string()),
+            None => unmapped.push(t.name.clone()),
         }
     }
     unmapped.sort();
@@ -181,23 +179,21 @@ fn non_finite(dtype: Dtype, b: &[u8]) -> bool {
 }
 
 /// The tensors of `names` (file names) that hold NaN or infinite values, with their counts.
-fn non_finite_tensors<'a>(
-    tensors: &SafeTensors,
-    names: impl Iterator<Item = &'a str>,
-) -> Vec<(String, usize)> {
-    names
-        .filter_map(|name| {
-            let view = tensors.tensor(name).ok()?;
-            let width = view.dtype().bitsize() / 8;
-            if !is_float(view.dtype()) || width == 0 {
+fn non_finite_tensors(tensors: &[FileTensor], names: &HashSet<&str>) -> Vec<(String, usize)> {
+    tensors
+        .iter()
+        .filter(|t| names.contains(t.name.as_str()))
+        .filter_map(|t| {
+            let width = t.dtype.bitsize() / 8;
+            if !is_float(t.dtype) || width == 0 {
                 return None;
             }
-            let bad = view
-                .data()
+            let bad = t
+                .data
                 .chunks_exact(width)
-                .filter(|b| non_finite(view.dtype(), b))
+                .filter(|b| non_finite(t.dtype, b))
                 .count();
-            (bad > 0).then(|| (name.to_string(), bad))
+            (bad > 0).then(|| (t.name.clone(), bad))
         })
         .collect()
 }
@@ -260,7 +256,7 @@ fn compare(header: &Header, cfg: &ResNetConfig, options: &LoadOptions) -> Mismat
 /// architecture in the report) and returns the mapped header for the load that follows.
 fn checked_header(
     path: &Path,
-    tensors: &SafeTensors,
+    tensors: &[FileTensor],
     cfg: &ResNetConfig,
     arch: &str,
     options: &LoadOptions,
@@ -273,7 +269,7 @@ fn checked_header(
     report.path = path.to_path_buf();
     report.arch = arch.to_string();
     if options.strip_prefix.is_none() {
-        if let Some(prefix) = common_prefix(tensors.names()) {
+        if let Some(prefix) = common_prefix(tensors.iter().map(|t| t.name.as_str())) {
             let stripped = header_table(tensors, Some(&prefix));
             if compare(&stripped, cfg, options).is_empty() {
                 report.strip_prefix = Some(prefix);
@@ -305,6 +301,9 @@ pub fn load_safetensors(
 /// [`load_safetensors`] with [`LoadOptions`], e.g. a headless backbone from a classifier's file:
 /// `load_safetensors_with(path, &cfg.with_num_classes(None), dtype, device,
 /// LoadOptions { skip_classifier: true, ..LoadOptions::default() })`.
+///
+/// The file is read tensor by tensor into separate buffers, each freed once the model holds the
+/// tensor, so the load's peak memory stays near one copy of the weights.
 pub fn load_safetensors_with(
     path: impl AsRef<Path>,
     cfg: &ResNetConfig,
@@ -313,8 +312,18 @@ pub fn load_safetensors_with(
     options: LoadOptions,
 ) -> Result<ResNet, LoadError> {
     let path = path.as_ref();
-    let bytes = crate::read::read_weights(path)?;
-    load_safetensors_bytes(&bytes, path, cfg, dtype, device, options)
+    let mut split = Split::default();
+    let pieces = crate::read::read_weights_pieces(path, |pieces, left| split.next(pieces, left))?;
+    match split.tensors(pieces) {
+        Ok((head, tensors)) => {
+            precheck(path, cfg, &options)?;
+            sniff(&head, path)?;
+            refuse_duplicates(&head, path)?;
+            load_tensors(tensors, path, cfg, dtype, device, options)
+        }
+        // Not a valid safetensors file: the whole-file parser says why.
+        Err(pieces) => load_safetensors_bytes(&pieces.concat(), path, cfg, dtype, device, options),
+    }
 }
 
 /// [`load_safetensors_with`] on the bytes of a file already in memory; `path` only names the file
@@ -327,34 +336,65 @@ pub fn load_safetensors_bytes(
     device: &Device,
     options: LoadOptions,
 ) -> Result<ResNet, LoadError> {
-    let arch = resnet_zoo_resnet::presets::name_of(cfg).unwrap_or("the given ResNetConfig");
-    let candle = |source| LoadError::Candle {
-        path: path.to_path_buf(),
-        source,
-    };
-    cfg.validate().map_err(candle)?;
-    if options.skip_classifier && cfg.num_classes.is_some() {
-        return Err(candle(candle_core::Error::Msg(
-            "skip_classifier loads a headless backbone: use a config with num_classes: None".into(),
-        )));
-    }
+    precheck(path, cfg, &options)?;
     sniff(bytes, path)?;
-    let duplicates = duplicate_names(bytes);
-    if !duplicates.is_empty() {
-        return Err(LoadError::DuplicateNames {
-            path: path.to_path_buf(),
-            names: duplicates,
-        });
-    }
-    let tensors = SafeTensors::deserialize(bytes).map_err(|source| LoadError::Format {
+    refuse_duplicates(bytes, path)?;
+    let file = SafeTensors::deserialize(bytes).map_err(|source| LoadError::Format {
         path: path.to_path_buf(),
         source,
     })?;
+    let tensors = file
+        .iter()
+        .map(|(name, view)| FileTensor::borrowed(name, &view))
+        .collect();
+    load_tensors(tensors, path, cfg, dtype, device, options)
+}
+
+fn candle_error(path: &Path) -> impl Fn(candle_core::Error) -> LoadError + '_ {
+    move |source| LoadError::Candle {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The checks of `cfg` and `options` made before the file is looked at.
+fn precheck(path: &Path, cfg: &ResNetConfig, options: &LoadOptions) -> Result<(), LoadError> {
+    cfg.validate().map_err(candle_error(path))?;
+    if options.skip_classifier && cfg.num_classes.is_some() {
+        return Err(candle_error(path)(candle_core::Error::Msg(
+            "skip_classifier loads a headless backbone: use a config with num_classes: None".into(),
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a header (in `bytes`, from the file's start) that names a tensor twice.
+fn refuse_duplicates(bytes: &[u8], path: &Path) -> Result<(), LoadError> {
+    let duplicates = duplicate_names(bytes);
+    if duplicates.is_empty() {
+        return Ok(());
+    }
+    Err(LoadError::DuplicateNames {
+        path: path.to_path_buf(),
+        names: duplicates,
+    })
+}
+
+/// Checks a parsed file's tensors against `cfg` and builds the model from them.
+fn load_tensors(
+    tensors: Vec<FileTensor<'_>>,
+    path: &Path,
+    cfg: &ResNetConfig,
+    dtype: DType,
+    device: &Device,
+    options: LoadOptions,
+) -> Result<ResNet, LoadError> {
+    let arch = resnet_zoo_resnet::presets::name_of(cfg).unwrap_or("the given ResNetConfig");
     let header = checked_header(path, &tensors, cfg, arch, &options)?;
     if !options.allow_non_finite {
-        let bad = non_finite_tensors(&tensors, header.table.values().map(|(_, _, f)| f.as_str()));
+        let names = header.table.values().map(|(_, _, f)| f.as_str()).collect();
+        let mut bad = non_finite_tensors(&tensors, &names);
         if !bad.is_empty() {
-            let mut bad = bad;
             bad.sort();
             return Err(LoadError::NonFinite {
                 path: path.to_path_buf(),
@@ -362,7 +402,7 @@ pub fn load_safetensors_bytes(
             });
         }
     }
-    let vb = VarBuilder::from_slice_safetensors(bytes, dtype, device).map_err(candle)?;
+    let vb = VarBuilder::from_backend(Box::new(FileTensors::new(tensors)), dtype, device.clone());
     let vb = match header.scheme {
         Scheme::Torchvision if options.strip_prefix.is_none() => vb,
         // The model asks for torchvision names; read the file's own.
@@ -380,5 +420,5 @@ pub fn load_safetensors_bytes(
             })
         }
     };
-    ResNet::new(cfg, vb).map_err(candle)
+    ResNet::new(cfg, vb).map_err(candle_error(path))
 }

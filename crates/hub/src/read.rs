@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use resnet_zoo_resnet::fsread::{read_regular, ReadError};
+use resnet_zoo_resnet::fsread::{read_regular, read_regular_pieces, ReadError};
 
 use crate::error::LoadError;
 
@@ -13,15 +13,25 @@ pub const MAX_WEIGHTS_BYTES: u64 = 4 << 30;
 
 /// The bytes of the weights file at `path` (see the module doc).
 pub(crate) fn read_weights(path: &Path) -> Result<Vec<u8>, LoadError> {
-    read_regular(path, MAX_WEIGHTS_BYTES).map_err(|e| {
-        let path = path.to_path_buf();
-        match e {
-            ReadError::Io(source) => LoadError::Io { path, source },
-            ReadError::NotRegular { kind } => LoadError::NotRegularFile { path, kind },
-            ReadError::TooLarge { size, limit } => LoadError::TooLarge { path, size, limit },
-            ReadError::Changed { what } => LoadError::ChangedWhileReading { path, what },
-        }
-    })
+    read_regular(path, MAX_WEIGHTS_BYTES).map_err(|e| load_error(path, e))
+}
+
+/// [`read_weights`] in pieces as long as `split` says ([`read_regular_pieces`]).
+pub(crate) fn read_weights_pieces(
+    path: &Path,
+    split: impl FnMut(&[Vec<u8>], u64) -> Option<u64>,
+) -> Result<Vec<Vec<u8>>, LoadError> {
+    read_regular_pieces(path, MAX_WEIGHTS_BYTES, split).map_err(|e| load_error(path, e))
+}
+
+fn load_error(path: &Path, e: ReadError) -> LoadError {
+    let path = path.to_path_buf();
+    match e {
+        ReadError::Io(source) => LoadError::Io { path, source },
+        ReadError::NotRegular { kind } => LoadError::NotRegularFile { path, kind },
+        ReadError::TooLarge { size, limit } => LoadError::TooLarge { path, size, limit },
+        ReadError::Changed { what } => LoadError::ChangedWhileReading { path, what },
+    }
 }
 
 /// What `bytes` are when they are a PyTorch checkpoint rather than safetensors.

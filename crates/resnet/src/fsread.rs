@@ -103,8 +103,8 @@ fn open(path: &Path) -> io::Result<File> {
     options.open(path)
 }
 
-/// Reads exactly `len` bytes (the file's stat'ed size) and checks nothing follows.
-fn read_exact_len(file: &mut File, len: u64) -> Result<Vec<u8>, ReadError> {
+/// Allocates `len` bytes of capacity, or says it cannot.
+fn buffer(len: u64) -> Result<Vec<u8>, ReadError> {
     let cap = usize::try_from(len).map_err(|_| ReadError::TooLarge {
         size: len,
         limit: usize::MAX as u64,
@@ -116,17 +116,53 @@ fn read_exact_len(file: &mut File, len: u64) -> Result<Vec<u8>, ReadError> {
             format!("cannot allocate {len} bytes"),
         )
     })?;
-    file.take(len + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 != len {
-        return Err(ReadError::Changed {
-            what: "its size changed",
-        });
-    }
     Ok(bytes)
+}
+
+/// Reads exactly `len` bytes (the file's stat'ed size) in pieces whose lengths `split` gives
+/// ([`read_regular_pieces`]), and checks nothing follows.
+fn read_pieces(
+    file: &mut File,
+    len: u64,
+    mut split: impl FnMut(&[Vec<u8>], u64) -> Option<u64>,
+) -> Result<Vec<Vec<u8>>, ReadError> {
+    let size_changed = ReadError::Changed {
+        what: "its size changed",
+    };
+    let mut pieces = Vec::new();
+    let mut left = len;
+    while left > 0 {
+        let n = split(&pieces, left).map_or(left, |n| n.min(left));
+        let mut piece = buffer(n)?;
+        (&mut *file).take(n).read_to_end(&mut piece)?;
+        if piece.len() as u64 != n {
+            return Err(size_changed);
+        }
+        left -= n;
+        pieces.push(piece);
+    }
+    if file.read(&mut [0u8; 1])? != 0 {
+        return Err(size_changed);
+    }
+    Ok(pieces)
 }
 
 /// Reads the regular file at `path` if it holds at most `limit` bytes (see the module doc).
 pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+    let mut pieces = read_regular_pieces(path, limit, |_, _| None)?;
+    Ok(pieces.pop().unwrap_or_default())
+}
+
+/// [`read_regular`] into consecutive pieces, so that a caller can free each once it is used: each
+/// piece is as long as `split` says, given the pieces read so far and the bytes left after them
+/// (`None`, or more than is left: the rest of the file). The pieces together are the file, with
+/// every check of [`read_regular`]; an empty file gives no piece. `split` may ask for empty pieces
+/// (an empty tensor), so it must end (the hub's safetensors split asks once per tensor).
+pub fn read_regular_pieces(
+    path: &Path,
+    limit: u64,
+    split: impl FnMut(&[Vec<u8>], u64) -> Option<u64>,
+) -> Result<Vec<Vec<u8>>, ReadError> {
     let meta = std::fs::metadata(path)?;
     if meta.is_dir() {
         // What reading a directory has always said: an I/O error, not a refusal.
@@ -151,7 +187,7 @@ pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
         });
     }
     let started = SystemTime::now();
-    let bytes = read_exact_len(&mut file, before.len())?;
+    let pieces = read_pieces(&mut file, before.len(), split)?;
     let after = file.metadata()?;
     if stamp(&before) != stamp(&after) {
         return Err(ReadError::Changed {
@@ -163,33 +199,77 @@ pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
         Ok(Ok(age)) if age >= RECENT
     );
     if !aged {
-        verify_unchanged(&mut file, &bytes, &after)?;
+        verify_unchanged(&mut file, &pieces, &after)?;
     }
-    Ok(bytes)
+    Ok(pieces)
 }
 
-/// Reads the open file once more from its start and compares it with `bytes`, then checks its
-/// stamps again.
-fn verify_unchanged(file: &mut File, bytes: &[u8], meta: &Metadata) -> Result<(), ReadError> {
+/// Reads the open file once more from its start and compares it with `pieces`, one after the
+/// other, then checks its stamps again.
+fn verify_unchanged(file: &mut File, pieces: &[Vec<u8>], meta: &Metadata) -> Result<(), ReadError> {
     use std::io::{Seek, SeekFrom};
     let changed = ReadError::Changed {
         what: "two reads gave different bytes",
     };
     file.seek(SeekFrom::Start(0))?;
     let mut buf = vec![0u8; 1 << 16];
-    let mut pos = 0usize;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
+    for piece in pieces {
+        for expected in piece.chunks(buf.len()) {
+            let got = &mut buf[..expected.len()];
+            match file.read_exact(got) {
+                Ok(()) if got == expected => {}
+                Err(e) if e.kind() != io::ErrorKind::UnexpectedEof => return Err(e.into()),
+                _ => return Err(changed),
+            }
         }
-        if bytes.get(pos..pos + n) != Some(&buf[..n]) {
-            return Err(changed);
-        }
-        pos += n;
     }
-    if pos != bytes.len() || stamp(&file.metadata()?) != stamp(meta) {
+    if file.read(&mut buf)? != 0 || stamp(&file.metadata()?) != stamp(meta) {
         return Err(changed);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+    use super::*;
+
+    #[test]
+    fn pieces_follow_the_split_and_make_up_the_file() {
+        let path = std::env::temp_dir().join(format!("resnet-zoo-fsread-{}", std::process::id()));
+        let bytes: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let mut asked = Vec::new();
+        let pieces = read_regular_pieces(&path, 1000, |pieces, left| {
+            asked.push((pieces.len(), left));
+            // 10, 0, 500, then more than is left: the rest (490).
+            [Some(10), Some(0), Some(500), Some(5000)]
+                .get(pieces.len())
+                .copied()
+                .flatten()
+        })
+        .unwrap();
+        let lens: Vec<usize> = pieces.iter().map(Vec::len).collect();
+        assert_eq!(lens, [10, 0, 500, 490]);
+        assert_eq!(asked, [(0, 1000), (1, 990), (2, 990), (3, 490)]);
+        assert_eq!(pieces.concat(), bytes);
+        assert_eq!(read_regular(&path, 1000).unwrap(), bytes);
+        let err = read_regular_pieces(&path, 999, |_, _| None).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ReadError::TooLarge {
+                    size: 1000,
+                    limit: 999
+                }
+            ),
+            "{err}"
+        );
+        std::fs::write(&path, b"").unwrap();
+        assert!(read_regular_pieces(&path, 10, |_, _| Some(1))
+            .unwrap()
+            .is_empty());
+        std::fs::remove_file(path).unwrap();
+    }
 }
