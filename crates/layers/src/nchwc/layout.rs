@@ -50,6 +50,32 @@ impl Nchw8c {
         }
     }
 
+    /// The batches of `parts` one after the other, in a buffer from `arena`; the parts must agree
+    /// in channels, height and width.
+    pub fn concat(parts: &[Nchw8c], arena: &Arena) -> Result<Self> {
+        let Some(first) = parts.first() else {
+            bail!("nchwc: nothing to concatenate");
+        };
+        let (c, h, w) = (first.c, first.h, first.w);
+        if let Some(p) = parts.iter().find(|p| (p.c, p.h, p.w) != (c, h, w)) {
+            bail!(
+                "nchwc: cannot concatenate [{}, {}, {}, {}] to [_, {c}, {h}, {w}]",
+                p.n,
+                p.c,
+                p.h,
+                p.w
+            );
+        }
+        let n = parts.iter().map(|p| p.n).sum();
+        let mut out = Self::scratch(arena, n, c, h, w);
+        let mut at = 0;
+        for p in parts {
+            out.as_mut_slice()[at..at + p.len()].copy_from_slice(p.as_slice());
+            at += p.len();
+        }
+        Ok(out)
+    }
+
     /// Values of the activation: `n * blocks() * h * w * 8`.
     pub fn len(&self) -> usize {
         self.n * self.blocks() * self.h * self.w * BLOCK
@@ -230,4 +256,29 @@ pub(super) fn pad_planes(
                 }
             }
         });
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn concat_appends_batches_and_refuses_other_shapes() {
+        let values = |n: usize, c: usize, start: f32| -> Vec<f32> {
+            (0..n * c * 3 * 2).map(|i| start + i as f32).collect()
+        };
+        let a = Nchw8c::from_nchw(&values(1, 5, 0.), 1, 5, 3, 2).unwrap();
+        let b = Nchw8c::from_nchw(&values(2, 5, 100.), 2, 5, 3, 2).unwrap();
+        let arena = Arena::new();
+        let ab = Nchw8c::concat(&[a.clone(), b], &arena).unwrap();
+        assert_eq!((ab.n, ab.c, ab.h, ab.w), (3, 5, 3, 2));
+        let mut expected = values(1, 5, 0.);
+        expected.extend(values(2, 5, 100.));
+        assert_eq!(ab.to_nchw(), expected);
+        let other = Nchw8c::zeros(1, 6, 3, 2);
+        let err = Nchw8c::concat(&[a, other], &arena).unwrap_err().to_string();
+        assert!(err.contains("[1, 6, 3, 2]"), "{err}");
+        assert!(Nchw8c::concat(&[], &arena).is_err());
+    }
 }
