@@ -14,24 +14,23 @@ use resnet_zoo::hub::{self, LoadOptions};
 use resnet_zoo::transforms::{decode_rgb, ImageLimits};
 use resnet_zoo::ResNetConfig;
 
-/// This process's peak resident memory so far, in KiB (`VmHWM` of /proc/self/status).
-fn peak_kib() -> u64 {
+/// A memory figure of this process from /proc/self/status, in KiB: `VmHWM` (the peak resident
+/// memory so far) or `VmRSS` (resident now).
+fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
 
-/// This process's resident memory now, in KiB (`VmRSS`).
+fn peak_kib() -> u64 {
+    status_kib("VmHWM")
+}
+
 fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    status_kib("VmRSS")
 }
 
 /// The tests of this binary run one at a time, each from a peak reset to the memory in use.
