@@ -52,6 +52,9 @@ pub(super) struct Tile {
     /// Weight stride between two pairs of output blocks, output stride between two blocks.
     pub(super) w_pair: usize,
     pub(super) out_ob: usize,
+    /// Elements from these weights to the next tile's (0: no prefetch): each weight load also
+    /// prefetches the line that far on, so that weights streamed from memory arrive ahead.
+    pub(super) prefetch: isize,
 }
 
 /// A micro-kernel for one `(OB, WT)`.
@@ -165,6 +168,14 @@ pub(super) fn kernel(isa: Isa, ob: usize, wt: usize) -> TileFn {
     }
 }
 
+/// Prefetches the cache line holding `p` into L1. `p` may point anywhere: a prefetch never faults.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    // SAFETY: `prefetcht0` only hints the cache; it reads nothing and cannot fault on any address.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) };
+}
+
 /// # Safety
 /// The CPU has AVX-512F; every address the strides of `t` reach for its `nky x nkx` taps, `n_ib`
 /// blocks, `icb` channels, `WT` pixels and `NP` pairs of output blocks is in bounds (inputs
@@ -208,6 +219,9 @@ unsafe fn tile_avx512<const NP: usize, const WT: usize>(t: &Tile) {
                     for q in 0..NP {
                         // SAFETY: the weights of this tap, channel and pair are in bounds.
                         wv[q] = unsafe { _mm512_loadu_ps(wp.add(q * t.w_pair)) };
+                        if t.prefetch != 0 {
+                            prefetch(wp.wrapping_add(q * t.w_pair).wrapping_offset(t.prefetch));
+                        }
                     }
                     for p in 0..WT {
                         // SAFETY: this pixel's input at this tap and channel is inside the input.
@@ -277,6 +291,9 @@ unsafe fn tile_avx2<const OB: usize, const WT: usize>(t: &Tile) {
                     for b in 0..OB {
                         // SAFETY: the weights of this tap, channel and block are in bounds.
                         wv[b] = unsafe { _mm256_loadu_ps(wp.add(b * BLOCK)) };
+                    }
+                    if t.prefetch != 0 {
+                        prefetch(wp.wrapping_offset(t.prefetch));
                     }
                     for p in 0..WT {
                         // SAFETY: this pixel's input at this tap and channel is inside the input.

@@ -30,6 +30,7 @@ mod kernel;
 mod layout;
 mod ops;
 mod pack;
+mod task;
 mod winograd;
 
 #[cfg(test)]

@@ -208,6 +208,26 @@ fn conv_1x1_matches_candle() {
 }
 
 #[test]
+fn large_convs_match_candle_in_both_loop_orders_and_with_prefetch() {
+    // The driver walks a task's chunks of input blocks inside each tile of output blocks while
+    // the task's input is at most 512 KiB, and tiles inside chunks above; from 1 MiB of packed
+    // weights every tile prefetches the next one's. Neither may change a value.
+    check(
+        &[
+            // 815 KiB of input per task (one task: 392 pixels), 5 chunks, 83 KiB of weights.
+            (1, 520, 28, 14, 40, 1, 1, 0),
+            // 52 KiB of input, 1.1 MiB of weights: prefetching, an odd last output block.
+            (1, 520, 5, 5, 520, 1, 1, 0),
+            // Both: the prefetch distance turns negative where a chunk's tiles start over.
+            (1, 520, 28, 14, 520, 1, 1, 0),
+            // A 3x3 with 1.4 MiB of weights, one input block per chunk.
+            (1, 192, 9, 9, 200, 3, 1, 1),
+        ],
+        InputLayout::Blocked,
+    );
+}
+
+#[test]
 fn conv_7x7_matches_candle() {
     let cases = [
         (1, 3, 33, 31, 64, 7, 2, 3),

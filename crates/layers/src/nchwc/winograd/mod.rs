@@ -267,6 +267,7 @@ impl Winograd {
                                 x_pix: BLOCK,
                                 w_pair,
                                 out_ob: d.tiles * BLOCK,
+                                prefetch: 0,
                             };
                             // SAFETY: the tile's input (these tiles, input blocks c0..c0 + n_ib of this
                             // position), weights (this position, pairs of blocks ob..ob + nb) and
