@@ -4,7 +4,8 @@
 //!
 //! `cargo bench -p resnet-zoo-layers --bench nchwc` (env: `NCHWC_BATCHES=1,8`, `NCHWC_FILTER=3x3`
 //! to run some layers only, `NCHWC_MAX_LOAD=0.5` and `NCHWC_WAIT_S=600`: how quiet the machine must
-//! be before measuring, and how long to wait at most).
+//! be before measuring, and how long to wait at most, `NCHWC_COLD=1` to evict the caches before
+//! each timed run of the new kernels, as in a model whose weights do not stay cached).
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
@@ -66,13 +67,20 @@ fn wait_for_quiet(max: f64, wait: Duration) {
 
 /// Fastest run of `f` in seconds, repeated for about a quarter of a second (3 to 50 runs): on a
 /// shared virtual machine the median moves by tens of percent between runs, the minimum much less.
-fn time(mut f: impl FnMut()) -> f64 {
+fn time(f: impl FnMut()) -> f64 {
+    time_after(|| {}, f)
+}
+
+/// [`time`], running `prepare` (not timed) before each run.
+fn time_after(mut prepare: impl FnMut(), mut f: impl FnMut()) -> f64 {
+    prepare();
     let t = Instant::now();
     f();
     let first = t.elapsed().as_secs_f64();
     let runs = ((0.25 / first).ceil() as usize).clamp(3, 50);
     let mut v: Vec<f64> = (0..runs)
         .map(|_| {
+            prepare();
             let t = Instant::now();
             f();
             t.elapsed().as_secs_f64()
@@ -185,6 +193,11 @@ fn main() {
     let peak512 = peak512.unwrap_or(f64::NAN);
     // gemm runs its AVX-512 kernels where the CPU has them.
     let peak_old = if peak512.is_nan() { peak256 } else { peak512 };
+    // NCHWC_COLD=1: the new kernels' columns time convolutions whose weights come from memory.
+    let mut evict = std::env::var_os("NCHWC_COLD").map(|_| Evict(vec![0; 64 << 20]));
+    if evict.is_some() {
+        println!("NCHWC_COLD: 64 MiB written and the input read back before each timed run");
+    }
     let dev = Device::Cpu;
     for &n in &batches {
         println!(
@@ -274,9 +287,16 @@ fn main() {
                     cells.push("-".to_string());
                     continue;
                 }
-                let t = time(|| {
-                    std::hint::black_box(run(&xb, want));
-                });
+                let t = time_after(
+                    || {
+                        if let Some(e) = &mut evict {
+                            e.evict(xb.as_slice());
+                        }
+                    },
+                    || {
+                        std::hint::black_box(run(&xb, want));
+                    },
+                );
                 t_new[slot] += count as f64 * t;
                 if want == isa {
                     best = t;
@@ -336,6 +356,22 @@ fn main() {
         "\nload average: {load_start:.2} at the start, {:.2} at the end",
         load()
     );
+}
+
+/// A buffer larger than the caches. In a model, each convolution's weights come from memory on
+/// every forward (ResNet-50 has 100 MB of them), while its input was just written by the layer
+/// before.
+struct Evict(Vec<u8>);
+
+impl Evict {
+    /// Writes one byte per cache line of the buffer, then reads `input` back into the caches.
+    fn evict(&mut self, input: &[f32]) {
+        for b in self.0.iter_mut().step_by(64) {
+            *b = b.wrapping_add(1);
+        }
+        std::hint::black_box(&self.0);
+        std::hint::black_box(input.iter().sum::<f32>());
+    }
 }
 
 /// Fastest of `runs` runs, in seconds (robust to a noisy host, where the median is not).
