@@ -160,8 +160,15 @@ fn check_grouped(cases: &[Case], input: InputLayout, groups: usize) {
                     }
                 }
                 let err = rel_err(&got.to_nchw(), &want);
+                // F(4x4)'s transforms (constants up to 8 in A, 5 in B, 1/24 in G) make its rounding error
+                // about 6x the direct kernel's: over 40 runs of these cases the largest was
+                // 1.4e-5 (192 channels; direct 2.4e-6, F(2x2) 1.2e-6 at most).
+                let tolerance = match packed.winograd_variant() {
+                    Some(WinogradVariant::F4) => 5e-5,
+                    _ => 1e-5,
+                };
                 assert!(
-                    err < 1e-5,
+                    err < tolerance,
                     "{case:?} bias {with_bias} residual {with_residual} relu {relu}: {err}"
                 );
             }
