@@ -1,6 +1,6 @@
 //! The direct-convolution micro-kernels: `WT` output pixels of one row x `OB` blocks of 8 output
-//! channels (AVX2 and portable: 1 or 2 blocks, up to 6 pixels; AVX-512: 2 or 4 blocks, one zmm per
-//! pair, up to 12 pixels), accumulated in registers over every input channel and every kernel tap that
+//! channels (AVX2: 2 blocks x up to 6 pixels or 1 x 12; portable: 1 or 2 blocks x 6; AVX-512: 2 or
+//! 4 blocks, one zmm per pair, up to 12 pixels), accumulated in registers over every input channel and every kernel tap that
 //! lands inside the input, then `relu?(acc + residual)` (the accumulators start from the bias) and
 //! one store per output vector.
 //!
@@ -130,13 +130,15 @@ macro_rules! pick {
     };
 }
 
-/// Pixels a tile of `ob` output blocks takes at most with `isa`: AVX2, 2 blocks x 6 pixels = 12
-/// accumulators of the 16 ymm registers (plus 2 weight vectors and a broadcast); AVX-512, 2 pairs
-/// x 8 pixels = 16 of the 32 zmm registers (from 2 x 9 on, LLVM spills accumulators to the stack).
+/// Pixels a tile of `ob` output blocks takes at most with `isa`: AVX2, 2 blocks x 6 pixels or
+/// 1 x 12 = 12 accumulators of the 16 ymm registers (plus the weight vectors and a broadcast);
+/// AVX-512, 2 pairs x 8 pixels = 16 of the 32 zmm registers (from 2 x 9 on, LLVM spills
+/// accumulators to the stack). Fewer than 8 accumulators leave the two FMA pipes idle part of
+/// the time (4 cycles of latency each).
 pub(super) fn max_pixels(isa: Isa, ob: usize) -> usize {
     match (isa, ob) {
         (Isa::Avx512, 4) => 8,
-        (Isa::Avx512, 2) => 12,
+        (Isa::Avx512, 2) | (Isa::Avx512 | Isa::Avx2Fma, 1) => 12,
         _ => 6,
     }
 }
@@ -160,7 +162,7 @@ pub(super) fn kernel(isa: Isa, ob: usize, wt: usize) -> TileFn {
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx512, 2) => pick!(tile_avx512, 1, 1 2 3 4 5 6 7 8 9 10 11 12)(wt),
         #[cfg(target_arch = "x86_64")]
-        (Isa::Avx2Fma | Isa::Avx512, 1) => pick!(tile_avx2, 1, 1 2 3 4 5 6)(wt),
+        (Isa::Avx2Fma | Isa::Avx512, 1) => pick!(tile_avx2, 1, 1 2 3 4 5 6 7 8 9 10 11 12)(wt),
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2Fma, _) => pick!(tile_avx2, 2, 1 2 3 4 5 6)(wt),
         (_, 1) => pick!(tile_portable, 1, 1 2 3 4 5 6)(wt),

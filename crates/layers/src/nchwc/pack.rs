@@ -51,6 +51,11 @@ pub struct PackedConv {
     pub(super) ib0: Vec<usize>,
     /// Input blocks every pair reads.
     pub(super) n_ib: usize,
+    /// Each output block of a pair reads only the input block at its own place among the pair's
+    /// two (`ib0[pair] + block % 2`): groups of 2, 4 or 8 channels in and out, as ResNeXt's first
+    /// two stages. Such blocks run one at a time over that block alone, skipping the other
+    /// block's weights, all zero.
+    pub(super) diagonal: bool,
     /// Stride-1 3x3 convolutions chosen for Winograd F(2x2, 3x3) hold their transformed weights
     /// here instead (and `weights` is empty).
     pub(super) winograd: Option<Winograd>,
@@ -184,6 +189,21 @@ fn input_blocks(
         .then_some((ib0, n_ib))
 }
 
+/// Whether every output block reads only the input block at its place in its pair
+/// ([`PackedConv::diagonal`]), given the pairs' first input blocks and the blocks each reads.
+fn block_diagonal(c_in: usize, c_out: usize, groups: usize, ib0: &[usize], n_ib: usize) -> bool {
+    if groups <= 1 || n_ib != 2 {
+        return false;
+    }
+    let (cin_g, cout_g) = (c_in / groups, c_out / groups);
+    (0..c_out.div_ceil(BLOCK)).all(|ob| {
+        let (o0, o1) = (ob * BLOCK, ((ob + 1) * BLOCK).min(c_out));
+        let (i0, i1) = (o0 / cout_g * cin_g, ((o1 - 1) / cout_g + 1) * cin_g);
+        let own = ib0[ob / 2] + ob % 2;
+        i0 >= own * BLOCK && i1 <= (own + 1) * BLOCK
+    })
+}
+
 impl PackedConv {
     /// Whether a convolution of this shape can be packed (every ungrouped one can; a grouped one
     /// when each pair of output blocks reads whole input blocks, as ResNeXt's do).
@@ -288,6 +308,8 @@ impl PackedConv {
                 packed_bias[o / PAIR].0[o % PAIR] = v;
             }
         }
+        let diagonal =
+            input == InputLayout::Blocked && block_diagonal(c_in, c_out, groups, &ib0, n_ib);
         Ok(Self {
             weights,
             bias: packed_bias,
@@ -301,6 +323,7 @@ impl PackedConv {
             input,
             ib0,
             n_ib,
+            diagonal,
             winograd,
         })
     }

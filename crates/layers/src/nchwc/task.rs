@@ -68,15 +68,25 @@ impl PackedConv {
         let weights = self.weights.as_ptr().cast::<f32>();
         let bias = self.bias.as_ptr().cast::<f32>();
         let chunk = (CHUNK_TAPS / (BLOCK * kh * kw)).max(1);
+        // A block-diagonal convolution runs each output block over the one input block it reads.
+        let diagonal = self.diagonal;
+        let n_ib = if diagonal { 1 } else { plan.n_ib };
+        // Where the weights of chunk `c0` for output block `ob` start (for a diagonal block: its
+        // own input block, and its 8 of the pair's 16 lanes).
+        let w_at = |c0: usize, ob: usize| {
+            let own = if diagonal { ob % 2 * (w_ib + BLOCK) } else { 0 };
+            ob / 2 * w_pair + c0 * w_ib + own
+        };
         // Tiles of output blocks start on a pair (even block): 4 blocks (two pairs reading the
-        // same input blocks), 2, or an odd last one.
+        // same input blocks), 2, or an odd last one; a diagonal convolution's are single blocks.
         let block_tiles = || {
             let mut ob = blocks.start;
             std::iter::from_fn(move || {
                 let left = blocks.end.checked_sub(ob).filter(|&l| l > 0)?;
                 let pair = ob / 2;
-                let nb = if left >= 4 && isa == Isa::Avx512 && self.ib0[pair] == self.ib0[pair + 1]
-                {
+                let nb = if diagonal {
+                    1
+                } else if left >= 4 && isa == Isa::Avx512 && self.ib0[pair] == self.ib0[pair + 1] {
                     4
                 } else {
                     left.min(2)
@@ -88,21 +98,23 @@ impl PackedConv {
         let prefetch = std::mem::size_of_val(&self.weights[..]) >= PREFETCH_WEIGHTS;
         // The input rows this task reads, over every input block.
         let in_rows = ((rows.len().max(1) - 1) * s + kh).min(plan.h);
-        let task_input = in_rows * plan.x_row * plan.n_ib * std::mem::size_of::<f32>();
+        let task_input = in_rows * plan.x_row * n_ib * std::mem::size_of::<f32>();
         let run_tile = |c0: usize, ob: usize, nb: usize, next: Option<(usize, usize)>| {
             let pair = ob / 2;
             let max_px = max_pixels(isa, nb);
             let base = Tile {
-                x: x.as_ptr().wrapping_add((self.ib0[pair] + c0) * plan.x_ib),
-                w: weights.wrapping_add(ob / 2 * w_pair + c0 * w_ib),
+                x: x.as_ptr().wrapping_add(
+                    (self.ib0[pair] + if diagonal { ob % 2 } else { 0 } + c0) * plan.x_ib,
+                ),
+                w: weights.wrapping_add(w_at(c0, ob)),
                 // SAFETY: `ob` is an output block; the bias has 8 values per block (16 per pair).
                 bias: unsafe { bias.add(ob * BLOCK) },
                 out,
                 residual: std::ptr::null(),
                 relu,
                 accumulate: c0 > 0,
-                finish: c0 + chunk >= plan.n_ib,
-                n_ib: chunk.min(plan.n_ib - c0),
+                finish: c0 + chunk >= n_ib,
+                n_ib: chunk.min(n_ib - c0),
                 x_ib: plan.x_ib,
                 w_ib,
                 icb: plan.icb,
@@ -118,7 +130,7 @@ impl PackedConv {
                 out_ob,
                 prefetch: next.filter(|_| prefetch).map_or(0, |(c1, ob1)| {
                     // Both offsets index the weights, whose length fits an isize.
-                    (ob1 / 2 * w_pair + c1 * w_ib) as isize - (ob / 2 * w_pair + c0 * w_ib) as isize
+                    w_at(c1, ob1) as isize - w_at(c0, ob) as isize
                 }),
             };
             let emit = |run: Run| {
@@ -209,7 +221,7 @@ impl PackedConv {
                 run_tile(p0, pob, pnb, Some((c0, ob)));
             }
         };
-        let chunks = (0..plan.n_ib).step_by(chunk);
+        let chunks = (0..n_ib).step_by(chunk);
         if task_input <= WEIGHTS_OUTER_INPUT {
             // The task's input stays in L2 across its tiles of output blocks: walk each tile's
             // weights from the first input block to the last, one sequential stream per pair.

@@ -316,6 +316,35 @@ fn grouped_convs_match_candle() {
     check_grouped(&[(1, 512, 5, 4, 512, 3, 1, 1)], InputLayout::Blocked, 16);
     check_grouped(&[(2, 64, 20, 20, 64, 3, 2, 1)], InputLayout::Blocked, 4);
     check_grouped(&[(1, 32, 6, 6, 64, 1, 1, 0)], InputLayout::Blocked, 2);
+    // Block-diagonal ones (each output block reads one input block) on 3 images, strided, and
+    // wider than `NARROW` (edge columns as 1-pixel tiles, 12-pixel tiles between them).
+    check_grouped(&[(3, 128, 11, 19, 128, 3, 2, 1)], InputLayout::Blocked, 32);
+    check_grouped(&[(3, 256, 6, 40, 256, 3, 1, 1)], InputLayout::Blocked, 32);
+}
+
+#[test]
+fn only_groups_within_one_block_run_block_diagonally() {
+    // (channels in and out, groups, diagonal): ResNeXt-50 32x4d's four stages, then groups of 2
+    // channels, and groups whose inputs are 4 channels but outputs 8 (one input block per pair).
+    for (c, c_out, groups, want) in [
+        (128, 128, 32, true),
+        (256, 256, 32, true),
+        (512, 512, 32, false),
+        (1024, 1024, 32, false),
+        (64, 64, 32, true),
+        (64, 128, 16, false),
+    ] {
+        let w = vec![0f32; c_out * c / groups * 9];
+        let packed = PackedConv::new(
+            &w,
+            [c_out, c / groups, 3, 3],
+            None,
+            geometry(1, 1, groups),
+            InputLayout::Blocked,
+        )
+        .unwrap();
+        assert_eq!(packed.diagonal, want, "{c} -> {c_out} in {groups} groups");
+    }
 }
 
 #[test]
