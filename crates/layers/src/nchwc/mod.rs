@@ -27,6 +27,7 @@
 
 mod driver;
 mod kernel;
+mod lanes4;
 mod layout;
 mod ops;
 mod pack;

@@ -3,6 +3,7 @@
 use candle_core::{bail, DType, Result, Storage, Tensor};
 use rayon::prelude::*;
 
+use super::lanes4::GROUP;
 use super::layout::BLOCK;
 use super::winograd::{Variant, Winograd};
 use crate::ConvGeometry;
@@ -51,11 +52,8 @@ pub struct PackedConv {
     pub(super) ib0: Vec<usize>,
     /// Input blocks every pair reads.
     pub(super) n_ib: usize,
-    /// Each output block of a pair reads only the input block at its own place among the pair's
-    /// two (`ib0[pair] + block % 2`): groups of 2, 4 or 8 channels in and out, as ResNeXt's first
-    /// two stages. Such blocks run one at a time over that block alone, skipping the other
-    /// block's weights, all zero.
-    pub(super) diagonal: bool,
+    /// Which input blocks each output block reads, and so how `weights` are laid out.
+    pub(super) reads: Reads,
     /// Stride-1 3x3 convolutions chosen for Winograd F(2x2, 3x3) hold their transformed weights
     /// here instead (and `weights` is empty).
     pub(super) winograd: Option<Winograd>,
@@ -189,8 +187,24 @@ fn input_blocks(
         .then_some((ib0, n_ib))
 }
 
+/// Which input blocks a convolution's output blocks read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reads {
+    /// Every output block of a pair reads the pair's `n_ib` input blocks (weights as described
+    /// on [`PackedConv`]).
+    Pair,
+    /// Each output block reads only the input block at its own place among the pair's two
+    /// (`ib0[pair] + block % 2`): groups of 2 or 8 channels in and out (ResNeXt's second stage).
+    /// The blocks run one at a time over that block alone, skipping the other block's weights,
+    /// all zero (same layout as `Pair`).
+    Diagonal,
+    /// Groups of 4 channels in and 4 out, every pair full: each output lane reads its group's 4
+    /// lanes of the pair's two input blocks (`lanes4.rs`, whose layout the weights take).
+    Lanes4,
+}
+
 /// Whether every output block reads only the input block at its place in its pair
-/// ([`PackedConv::diagonal`]), given the pairs' first input blocks and the blocks each reads.
+/// ([`Reads::Diagonal`]), given the pairs' first input blocks and the blocks each reads.
 fn block_diagonal(c_in: usize, c_out: usize, groups: usize, ib0: &[usize], n_ib: usize) -> bool {
     if groups <= 1 || n_ib != 2 {
         return false;
@@ -274,7 +288,19 @@ impl PackedConv {
         let cout_g = c_out / groups;
         let pairs = c_out.div_ceil(PAIR);
         let taps = kh * kw;
-        let per_pair = n_ib * taps * per_block;
+        let reads = if input == InputLayout::Nchw || groups == 1 {
+            Reads::Pair
+        } else if cin_g == GROUP && cout_g == GROUP && c_out.is_multiple_of(PAIR) {
+            Reads::Lanes4
+        } else if block_diagonal(c_in, c_out, groups, &ib0, n_ib) {
+            Reads::Diagonal
+        } else {
+            Reads::Pair
+        };
+        let per_pair = match reads {
+            Reads::Lanes4 => taps * GROUP,
+            Reads::Pair | Reads::Diagonal => n_ib * taps * per_block,
+        };
         let variant = match input {
             InputLayout::Blocked => winograd_variant(algorithm, c_in, c_out, [kh, kw], geometry)?,
             InputLayout::Nchw => None,
@@ -295,9 +321,14 @@ impl PackedConv {
                     for (i, taps_of_i) in filter.chunks_exact(taps).enumerate() {
                         let channel = first + i;
                         let ib = channel / per_block - ib0[pair];
-                        let at = ib * taps * per_block + channel % per_block;
                         for (t, &v) in taps_of_i.iter().enumerate() {
-                            dst[at + t * per_block].0[lane] = v * s;
+                            let at = match reads {
+                                Reads::Lanes4 => t * GROUP + i,
+                                Reads::Pair | Reads::Diagonal => {
+                                    (ib * taps + t) * per_block + channel % per_block
+                                }
+                            };
+                            dst[at].0[lane] = v * s;
                         }
                     }
                 }
@@ -308,8 +339,6 @@ impl PackedConv {
                 packed_bias[o / PAIR].0[o % PAIR] = v;
             }
         }
-        let diagonal =
-            input == InputLayout::Blocked && block_diagonal(c_in, c_out, groups, &ib0, n_ib);
         Ok(Self {
             weights,
             bias: packed_bias,
@@ -323,7 +352,7 @@ impl PackedConv {
             input,
             ib0,
             n_ib,
-            diagonal,
+            reads,
             winograd,
         })
     }
@@ -400,7 +429,10 @@ impl PackedConv {
         let cin_g = self.c_in / self.groups;
         let cout_g = c_out / self.groups;
         let per_block = self.in_blocks().1;
-        let per_pair = self.n_ib * kh * kw * per_block;
+        let per_pair = match self.reads {
+            Reads::Lanes4 => kh * kw * GROUP,
+            Reads::Pair | Reads::Diagonal => self.n_ib * kh * kw * per_block,
+        };
         let mut weight = vec![0f32; c_out * cin_g * kh * kw];
         for o in 0..c_out {
             let (pair, lane, g) = (o / PAIR, o % PAIR, o / cout_g);
@@ -410,7 +442,14 @@ impl PackedConv {
                 let ic = gi % per_block;
                 for ky in 0..kh {
                     for kx in 0..kw {
-                        let at = pair * per_pair + ((ib * kh + ky) * kw + kx) * per_block + ic;
+                        let tap = ky * kw + kx;
+                        let at = pair * per_pair
+                            + match self.reads {
+                                Reads::Lanes4 => tap * GROUP + i,
+                                Reads::Pair | Reads::Diagonal => {
+                                    (ib * kh * kw + tap) * per_block + ic
+                                }
+                            };
                         weight[((o * cin_g + i) * kh + ky) * kw + kx] = self.weights[at].0[lane];
                     }
                 }

@@ -3,8 +3,9 @@
 //! where they come from memory.
 
 use super::kernel::{kernel, max_pixels, Isa, Tile};
+use super::lanes4::{self, GROUP};
 use super::layout::BLOCK;
-use super::pack::{PackedConv, PAIR};
+use super::pack::{PackedConv, Reads, PAIR};
 
 /// Input channels x kernel taps per chunk: a task runs its tiles over one chunk of input blocks,
 /// then the next (accumulating into the output), so that a chunk's weights for one tile of output
@@ -60,31 +61,42 @@ impl PackedConv {
         rows: std::ops::Range<usize>,
     ) {
         let (kh, kw, s, pad) = (self.kh, self.kw, self.stride, plan.pad);
-        let w_col = plan.icb * PAIR;
+        let lanes4 = self.reads == Reads::Lanes4;
+        // A tap's weights: one 16-lane vector per input channel, or per input of a 4-channel
+        // group (`lanes4.rs`, whose weights hold no input blocks).
+        let w_col = if lanes4 {
+            GROUP * PAIR
+        } else {
+            plan.icb * PAIR
+        };
         let w_row = kw * w_col;
-        let w_ib = kh * w_row;
-        let w_pair = plan.n_ib * w_ib;
+        let w_ib = if lanes4 { 0 } else { kh * w_row };
+        let w_pair = if lanes4 { kh * w_row } else { plan.n_ib * w_ib };
         let out_ob = plan.ho * plan.wo * BLOCK;
         let weights = self.weights.as_ptr().cast::<f32>();
         let bias = self.bias.as_ptr().cast::<f32>();
         let chunk = (CHUNK_TAPS / (BLOCK * kh * kw)).max(1);
-        // A block-diagonal convolution runs each output block over the one input block it reads.
-        let diagonal = self.diagonal;
+        // A block-diagonal convolution runs each output block over the one input block it reads;
+        // a 4-channel-group one runs each pair (AVX-512) or block over its pair's input blocks.
+        let diagonal = self.reads != Reads::Pair;
         let n_ib = if diagonal { 1 } else { plan.n_ib };
         // Where the weights of chunk `c0` for output block `ob` start (for a diagonal block: its
-        // own input block, and its 8 of the pair's 16 lanes).
+        // own input block, and its 8 of the pair's 16 lanes; an odd `ob` is a single block).
         let w_at = |c0: usize, ob: usize| {
             let own = if diagonal { ob % 2 * (w_ib + BLOCK) } else { 0 };
             ob / 2 * w_pair + c0 * w_ib + own
         };
         // Tiles of output blocks start on a pair (even block): 4 blocks (two pairs reading the
-        // same input blocks), 2, or an odd last one; a diagonal convolution's are single blocks.
+        // same input blocks), 2, or an odd last one; a diagonal convolution's are single blocks,
+        // a 4-channel-group one's pairs with AVX-512, else single blocks.
         let block_tiles = || {
             let mut ob = blocks.start;
             std::iter::from_fn(move || {
                 let left = blocks.end.checked_sub(ob).filter(|&l| l > 0)?;
                 let pair = ob / 2;
-                let nb = if diagonal {
+                let nb = if lanes4 {
+                    lanes4::blocks(isa)
+                } else if diagonal {
                     1
                 } else if left >= 4 && isa == Isa::Avx512 && self.ib0[pair] == self.ib0[pair + 1] {
                     4
@@ -101,7 +113,11 @@ impl PackedConv {
         let task_input = in_rows * plan.x_row * n_ib * std::mem::size_of::<f32>();
         let run_tile = |c0: usize, ob: usize, nb: usize, next: Option<(usize, usize)>| {
             let pair = ob / 2;
-            let max_px = max_pixels(isa, nb);
+            let max_px = if lanes4 {
+                lanes4::max_pixels(isa)
+            } else {
+                max_pixels(isa, nb)
+            };
             let base = Tile {
                 x: x.as_ptr().wrapping_add(
                     (self.ib0[pair] + if diagonal { ob % 2 } else { 0 } + c0) * plan.x_ib,
@@ -152,7 +168,13 @@ impl PackedConv {
                     };
                     // SAFETY: the tile's taps were clipped to the input, its pixels and blocks
                     // lie in this task's part of the output, and `isa` is available.
-                    unsafe { kernel(isa, nb, wt)(&t) };
+                    unsafe {
+                        if lanes4 {
+                            lanes4::kernel(isa, wt)(&t)
+                        } else {
+                            kernel(isa, nb, wt)(&t)
+                        }
+                    };
                     done += wt;
                 }
             };

@@ -2,6 +2,7 @@
 
 use candle_core::{Device, Tensor};
 
+use super::pack::Reads;
 use super::*;
 use crate::ConvGeometry;
 use candle_core::Module;
@@ -320,19 +321,25 @@ fn grouped_convs_match_candle() {
     // wider than `NARROW` (edge columns as 1-pixel tiles, 12-pixel tiles between them).
     check_grouped(&[(3, 128, 11, 19, 128, 3, 2, 1)], InputLayout::Blocked, 32);
     check_grouped(&[(3, 256, 6, 40, 256, 3, 1, 1)], InputLayout::Blocked, 32);
+    // 4 channels per group (`lanes4.rs`): a 1x1, and a 3x3 with taps wholly in the padding.
+    check_grouped(&[(2, 48, 7, 5, 48, 1, 1, 0)], InputLayout::Blocked, 12);
+    check_grouped(&[(1, 64, 6, 7, 64, 3, 2, 3)], InputLayout::Blocked, 16);
 }
 
 #[test]
-fn only_groups_within_one_block_run_block_diagonally() {
-    // (channels in and out, groups, diagonal): ResNeXt-50 32x4d's four stages, then groups of 2
-    // channels, and groups whose inputs are 4 channels but outputs 8 (one input block per pair).
+fn groups_within_one_block_run_block_diagonally() {
+    // (channels in and out, groups, reads): ResNeXt-50 32x4d's four stages, then groups of 2
+    // channels, groups whose inputs are 4 channels but outputs 8 (one input block per pair), 4
+    // channels per group on 3 pairs, and no groups.
     for (c, c_out, groups, want) in [
-        (128, 128, 32, true),
-        (256, 256, 32, true),
-        (512, 512, 32, false),
-        (1024, 1024, 32, false),
-        (64, 64, 32, true),
-        (64, 128, 16, false),
+        (128, 128, 32, Reads::Lanes4),
+        (256, 256, 32, Reads::Diagonal),
+        (512, 512, 32, Reads::Pair),
+        (1024, 1024, 32, Reads::Pair),
+        (64, 64, 32, Reads::Diagonal),
+        (64, 128, 16, Reads::Pair),
+        (48, 48, 12, Reads::Lanes4),
+        (64, 64, 1, Reads::Pair),
     ] {
         let w = vec![0f32; c_out * c / groups * 9];
         let packed = PackedConv::new(
@@ -343,7 +350,7 @@ fn only_groups_within_one_block_run_block_diagonally() {
             InputLayout::Blocked,
         )
         .unwrap();
-        assert_eq!(packed.diagonal, want, "{c} -> {c_out} in {groups} groups");
+        assert_eq!(packed.reads, want, "{c} -> {c_out} in {groups} groups");
     }
 }
 
