@@ -15,6 +15,9 @@
 //!   by zeros. 1x1 convolutions are the same kernel with one tap: a GEMM over the blocked layout
 //!   that reads pixels in place. The stem reads its 3-channel NCHW input directly
 //!   ([`InputLayout::Nchw`]) rather than padding 3 channels to 8;
+//! - grouped convolutions (ResNeXt) packed block-diagonally, each pair of output blocks reading
+//!   its groups' input blocks; groups that fit one block run block by block, and 4-channel groups
+//!   on their own kernels that broadcast each group's inputs within 128-bit lanes (`lanes4.rs`);
 //! - kernels: AVX-512F or AVX2 + FMA intrinsics where `is_x86_feature_detected!` finds them, else a
 //!   portable one ([`Isa`]);
 //! - [`Algorithm::Winograd`] and [`Algorithm::Winograd4x4`]: F(2x2, 3x3) and F(4x4, 3x3) for
