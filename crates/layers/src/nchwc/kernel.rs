@@ -1,8 +1,8 @@
 //! The direct-convolution micro-kernels: `WT` output pixels of one row x `OB` blocks of 8 output
 //! channels (AVX2: 2 blocks x up to 6 pixels or 1 x 12; portable: 1 or 2 blocks x 6; AVX-512: 2 or
-//! 4 blocks, one zmm per pair, up to 12 pixels), accumulated in registers over every input channel and every kernel tap that
-//! lands inside the input, then `relu?(acc + residual)` (the accumulators start from the bias) and
-//! one store per output vector.
+//! 4 blocks, one zmm per pair, up to 12 pixels), accumulated in registers over every input channel
+//! and every kernel tap that lands inside the input, then `relu?(acc + residual)` (the accumulators
+//! start from the bias) and one store per output vector.
 //!
 //! A 1x1 convolution is the same loop with one tap: a GEMM over the blocked layout whose
 //! `WT x OB` register tile is the micro-kernel, reading pixels in place (no packing of the input).

@@ -95,6 +95,9 @@ impl PackedConv {
                 let left = blocks.end.checked_sub(ob).filter(|&l| l > 0)?;
                 let pair = ob / 2;
                 let nb = if lanes4 {
+                    // Whole pairs: tasks' blocks start on a unit of `max_blocks` and end on one
+                    // or at `C_out`, a multiple of 16 here.
+                    debug_assert!(left >= lanes4::blocks(isa));
                     lanes4::blocks(isa)
                 } else if diagonal {
                     1
