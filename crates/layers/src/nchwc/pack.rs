@@ -203,6 +203,34 @@ pub(super) enum Reads {
     Lanes4,
 }
 
+impl Reads {
+    /// Lanes vectors one pair of output blocks holds: `taps` per input channel (of `n_ib` blocks
+    /// of `per_block`), or per input of a 4-channel group.
+    fn per_pair(self, n_ib: usize, taps: usize, per_block: usize) -> usize {
+        match self {
+            Self::Lanes4 => taps * GROUP,
+            Self::Pair | Self::Diagonal => n_ib * taps * per_block,
+        }
+    }
+
+    /// Where within its pair the weight of tap `tap` for input `i` of an output's group lives,
+    /// that input being channel `ic` of the pair's input block `ib`.
+    fn index(
+        self,
+        taps: usize,
+        per_block: usize,
+        ib: usize,
+        ic: usize,
+        tap: usize,
+        i: usize,
+    ) -> usize {
+        match self {
+            Self::Lanes4 => tap * GROUP + i,
+            Self::Pair | Self::Diagonal => (ib * taps + tap) * per_block + ic,
+        }
+    }
+}
+
 /// Whether every output block reads only the input block at its place in its pair
 /// ([`Reads::Diagonal`]), given the pairs' first input blocks and the blocks each reads.
 fn block_diagonal(c_in: usize, c_out: usize, groups: usize, ib0: &[usize], n_ib: usize) -> bool {
@@ -297,10 +325,7 @@ impl PackedConv {
         } else {
             Reads::Pair
         };
-        let per_pair = match reads {
-            Reads::Lanes4 => taps * GROUP,
-            Reads::Pair | Reads::Diagonal => n_ib * taps * per_block,
-        };
+        let per_pair = reads.per_pair(n_ib, taps, per_block);
         let variant = match input {
             InputLayout::Blocked => winograd_variant(algorithm, c_in, c_out, [kh, kw], geometry)?,
             InputLayout::Nchw => None,
@@ -321,14 +346,9 @@ impl PackedConv {
                     for (i, taps_of_i) in filter.chunks_exact(taps).enumerate() {
                         let channel = first + i;
                         let ib = channel / per_block - ib0[pair];
+                        let ic = channel % per_block;
                         for (t, &v) in taps_of_i.iter().enumerate() {
-                            let at = match reads {
-                                Reads::Lanes4 => t * GROUP + i,
-                                Reads::Pair | Reads::Diagonal => {
-                                    (ib * taps + t) * per_block + channel % per_block
-                                }
-                            };
-                            dst[at].0[lane] = v * s;
+                            dst[reads.index(taps, per_block, ib, ic, t, i)].0[lane] = v * s;
                         }
                     }
                 }
@@ -429,10 +449,8 @@ impl PackedConv {
         let cin_g = self.c_in / self.groups;
         let cout_g = c_out / self.groups;
         let per_block = self.in_blocks().1;
-        let per_pair = match self.reads {
-            Reads::Lanes4 => kh * kw * GROUP,
-            Reads::Pair | Reads::Diagonal => self.n_ib * kh * kw * per_block,
-        };
+        let taps = kh * kw;
+        let per_pair = self.reads.per_pair(self.n_ib, taps, per_block);
         let mut weight = vec![0f32; c_out * cin_g * kh * kw];
         for o in 0..c_out {
             let (pair, lane, g) = (o / PAIR, o % PAIR, o / cout_g);
@@ -443,13 +461,8 @@ impl PackedConv {
                 for ky in 0..kh {
                     for kx in 0..kw {
                         let tap = ky * kw + kx;
-                        let at = pair * per_pair
-                            + match self.reads {
-                                Reads::Lanes4 => tap * GROUP + i,
-                                Reads::Pair | Reads::Diagonal => {
-                                    (ib * kh * kw + tap) * per_block + ic
-                                }
-                            };
+                        let at =
+                            pair * per_pair + self.reads.index(taps, per_block, ib, ic, tap, i);
                         weight[((o * cin_g + i) * kh + ky) * kw + kx] = self.weights[at].0[lane];
                     }
                 }
