@@ -32,8 +32,8 @@ pub use resnet_zoo_hub as hub;
 pub use resnet_zoo_layers as layers;
 pub use resnet_zoo_resnet::{
     block, config, fswrite, imagenet, model, preset_names, presets, suggest, transforms, BlockKind,
-    FeatureInfo, NormKind, ResNet, ResNetConfig, ShortcutKind, Stage, Stem, StridePlacement,
-    PRESETS,
+    FeatureInfo, LayerTime, NormKind, ResNet, ResNetConfig, ShortcutKind, Stage, Stem,
+    StridePlacement, PRESETS,
 };
 
 pub mod alloc;

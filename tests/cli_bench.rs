@@ -58,6 +58,47 @@ fn bench_reports_timings_and_writes_the_models_output() {
     let err = common::rel_err(&out["output"], &io["logits_32"]);
     assert!(err < 1e-4, "bench output differs from PyTorch: {err:e}");
 
+    // `--layers`: every convolution timed in the model, the output unchanged. resnet20 has 19 (the
+    // stem and two per block; its shortcuts pad with zeros). Each call times one image or the
+    // batch of 2, depending on how the threads split it.
+    let o = bench(
+        &input,
+        &[
+            "--repeats",
+            "2",
+            "--layers",
+            "--json",
+            "--output",
+            output.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let layers = line["layers"].as_array().unwrap();
+    if layers.is_empty() {
+        assert_stderr_has(&o, "--layers times the blocked CPU path only");
+    } else {
+        assert_eq!(layers.len(), 19, "{line}");
+        assert_eq!(layers[0]["name"], "stem.0");
+        assert_eq!(layers[0]["shape"], "3->16 3x3/1 32x32->32x32");
+        assert_eq!(layers[18]["name"], "layer3.2.conv2");
+        for l in layers {
+            let images = l["calls"].as_u64().unwrap() * l["batch"].as_u64().unwrap();
+            assert_eq!(images, 2 * 2, "{l}");
+            let (min, med) = (
+                l["min_ms"].as_f64().unwrap(),
+                l["median_ms"].as_f64().unwrap(),
+            );
+            assert!(0.0 < min && min <= med, "{l}");
+        }
+    }
+    let out = candle_core::safetensors::load(&output, &candle_core::Device::Cpu).unwrap();
+    let err = common::rel_err(&out["output"], &io["logits_32"]);
+    assert!(
+        err < 1e-4,
+        "bench --layers output differs from PyTorch: {err:e}"
+    );
+
     // An input file without an `input` tensor: exit 1, the file and the expected name said.
     let wrong = dir.join("wrong.safetensors");
     save_one(&wrong, "x", &io["input_32"]);

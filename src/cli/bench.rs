@@ -9,6 +9,8 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_core::{DType, Module, Tensor};
 
+use resnet_zoo::LayerTime;
+
 use super::model::ModelArgs;
 
 #[derive(clap::Args, Debug)]
@@ -34,6 +36,10 @@ pub struct BenchArgs {
     /// One JSON line instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also time every convolution where it runs in the model (the blocked CPU path only): min and
+    /// median over the timed passes, with its shape, algorithm and GFLOP/s.
+    #[arg(long)]
+    pub layers: bool,
 }
 
 /// This process's peak resident memory in MiB (`VmHWM`), where the OS reports it.
@@ -119,12 +125,21 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     }
     device.synchronize()?;
     let mut times_ms = Vec::with_capacity(usize::from(args.repeats));
+    loaded.model.time_layers(args.layers);
     for _ in 0..args.repeats {
         let t = Instant::now();
         let out = loaded.model.forward(&x)?;
         device.synchronize()?;
         times_ms.push(t.elapsed().as_secs_f64() * 1e3);
         y = Some(out);
+    }
+    loaded.model.time_layers(false);
+    let layers = loaded.model.take_layer_times();
+    if args.layers && layers.is_empty() {
+        eprintln!(
+            "note: --layers times the blocked CPU path only; this model runs on {} without it",
+            super::device::device_name(&device)
+        );
     }
     if let (Some(path), Some(y)) = (&args.output, &y) {
         let y = y
@@ -158,6 +173,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             "times_ms": times_ms,
             "peak_rss_mb": peak,
         });
+        let mut line = line;
+        if args.layers {
+            line["layers"] = layers.iter().map(layer_json).collect();
+        }
         println!("{line}");
     } else {
         println!(
@@ -179,6 +198,80 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         if let Some(peak) = peak {
             println!("peak resident memory: {peak:.0} MiB");
         }
+        if !layers.is_empty() {
+            print_layers(&layers, med);
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn shape(l: &LayerTime) -> String {
+    let g = match l.groups {
+        1 => String::new(),
+        g => format!(" g{g}"),
+    };
+    format!(
+        "{}->{} {k}x{k}/{}{g} {}x{}->{}x{}",
+        l.in_channels,
+        l.out_channels,
+        l.stride,
+        l.input.0,
+        l.input.1,
+        l.output.0,
+        l.output.1,
+        k = l.kernel_size
+    )
+}
+
+/// GFLOP/s of one call of `l` taking `d` (2 FLOPs per direct multiply-add).
+fn gflops(l: &LayerTime, d: std::time::Duration) -> f64 {
+    2.0 * l.macs as f64 / d.as_secs_f64().max(1e-12) / 1e9
+}
+
+fn layer_json(l: &LayerTime) -> serde_json::Value {
+    serde_json::json!({
+        "name": l.name,
+        "shape": shape(l),
+        "batch": l.batch,
+        "algorithm": l.algorithm,
+        "macs": l.macs,
+        "calls": l.times.len(),
+        "min_ms": ms(l.min()),
+        "median_ms": ms(l.median()),
+    })
+}
+
+fn print_layers(layers: &[LayerTime], forward_median_ms: f64) {
+    let calls = layers.iter().map(|l| l.times.len()).max().unwrap_or(0);
+    println!(
+        "convolutions where they run in the model ({calls} calls each at most; GFLOP/s at the median, \
+         counting direct-convolution FLOPs):"
+    );
+    println!(
+        "  {:<20} {:<34} {:<20} {:>5} {:>8} {:>9} {:>8}",
+        "layer", "shape", "algorithm", "batch", "min ms", "median ms", "GFLOP/s"
+    );
+    for l in layers {
+        println!(
+            "  {:<20} {:<34} {:<20} {:>5} {:>8.3} {:>9.3} {:>8.1}",
+            l.name,
+            shape(l),
+            l.algorithm,
+            l.batch,
+            ms(l.min()),
+            ms(l.median()),
+            gflops(l, l.median())
+        );
+    }
+    let med_sum: f64 = layers.iter().map(|l| ms(l.median())).sum();
+    let min_sum: f64 = layers.iter().map(|l| ms(l.min())).sum();
+    println!(
+        "  sum over the convolutions: {min_sum:.1} ms of minima, {med_sum:.1} ms of medians, per \
+         call (a call per image where a batch runs image by image); the forward's median: \
+         {forward_median_ms:.1} ms"
+    );
 }

@@ -38,6 +38,7 @@ pub mod suggest;
 pub mod transforms;
 
 pub use block::{BasicBlock, Block, Bottleneck, PreActBottleneck};
+pub use blocked::timing::LayerTime;
 pub use config::{BlockKind, NormKind, ResNetConfig, ShortcutKind, Stem, StridePlacement};
 pub use model::{FeatureInfo, ResNet, Stage};
 pub use presets::{preset_names, PRESETS};

@@ -50,7 +50,7 @@ pub struct ResNet {
     config: ResNetConfig,
     feature_info: Vec<FeatureInfo>,
     /// The NCHW8c CPU path, when the model's convolutions are packed for it.
-    blocked: Option<Blocked>,
+    pub(crate) blocked: Option<Blocked>,
 }
 
 impl ResNet {

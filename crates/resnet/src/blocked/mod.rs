@@ -24,6 +24,9 @@ use crate::config::{NormKind, ResNetConfig};
 use crate::model::ResNet;
 use crate::stem::stem_plan;
 
+pub(crate) mod timing;
+use timing::{Site, Timing};
+
 /// What a packed model keeps for its blocked forward: the kernels, the norms that are layers of
 /// their own (pre-activation networks) as per-channel affines, and the activation arena.
 #[derive(Debug, Clone)]
@@ -34,6 +37,8 @@ pub(crate) struct Blocked {
     /// The norm after the last stage (pre-activation networks).
     final_norm: Option<AffineRelu>,
     arena: Arena,
+    /// Per-convolution wall times, off unless switched on.
+    timing: Timing,
 }
 
 /// The per-channel affine of a BatchNorm + ReLU layer.
@@ -100,6 +105,7 @@ impl Blocked {
             norm1,
             final_norm,
             arena: Arena::new(),
+            timing: Timing::default(),
         })
     }
 
@@ -110,25 +116,35 @@ impl Blocked {
 
     fn conv(
         &self,
+        site: Site,
         layer: &ConvBn,
         x: &Nchw8c,
         residual: Option<&Nchw8c>,
         relu: bool,
     ) -> Result<Nchw8c> {
-        packed(layer)?.forward_in(Input::Blocked(x), residual, relu, self.isa, &self.arena)
+        self.timing.time(site, layer, x.n, (x.h, x.w), || {
+            packed(layer)?.forward_in(Input::Blocked(x), residual, relu, self.isa, &self.arena)
+        })
     }
 
-    fn shortcut<'a>(&self, s: &Shortcut, x: &'a Nchw8c) -> Result<Cow<'a, Nchw8c>> {
+    /// The shortcut of block `at` (stage, block).
+    fn shortcut<'a>(
+        &self,
+        at: (usize, usize),
+        s: &Shortcut,
+        x: &'a Nchw8c,
+    ) -> Result<Cow<'a, Nchw8c>> {
+        let site = block_site(at, "shortcut");
         Ok(Cow::Owned(match s {
             Shortcut::Identity => return Ok(Cow::Borrowed(x)),
-            Shortcut::Projection(proj) => self.conv(proj, x, None, false)?,
+            Shortcut::Projection(proj) => self.conv(site, proj, x, None, false)?,
             Shortcut::AvgDown { stride, proj } if *stride > 1 => {
                 let pooled = avg_pool_ceil(x, *stride, &self.arena)?;
-                let y = self.conv(proj, &pooled, None, false)?;
+                let y = self.conv(site, proj, &pooled, None, false)?;
                 self.arena.recycle(pooled);
                 y
             }
-            Shortcut::AvgDown { proj, .. } => self.conv(proj, x, None, false)?,
+            Shortcut::AvgDown { proj, .. } => self.conv(site, proj, x, None, false)?,
             Shortcut::ZeroPad {
                 stride,
                 before,
@@ -144,22 +160,30 @@ impl Blocked {
     }
 
     /// One residual block (see `Block::forward` for the same computation in NCHW).
-    fn block(&self, block: &Block, norm1: Option<&AffineRelu>, x: &Nchw8c) -> Result<Nchw8c> {
+    /// Block `at` (stage, block) on `x`.
+    fn block(
+        &self,
+        at: (usize, usize),
+        block: &Block,
+        norm1: Option<&AffineRelu>,
+        x: &Nchw8c,
+    ) -> Result<Nchw8c> {
+        let [c1, c2, c3] = ["conv1", "conv2", "conv3"].map(|c| block_site(at, c));
         match block {
             Block::Basic(b) => {
-                let y = self.conv(&b.conv1, x, None, true)?;
-                let sc = self.shortcut(&b.shortcut, x)?;
-                let out = self.conv(&b.conv2, &y, Some(&sc), true)?;
+                let y = self.conv(c1, &b.conv1, x, None, true)?;
+                let sc = self.shortcut(at, &b.shortcut, x)?;
+                let out = self.conv(c2, &b.conv2, &y, Some(&sc), true)?;
                 self.arena.recycle(y);
                 self.recycle(sc);
                 Ok(out)
             }
             Block::Bottleneck(b) => {
-                let y1 = self.conv(&b.conv1, x, None, true)?;
-                let y2 = self.conv(&b.conv2, &y1, None, true)?;
+                let y1 = self.conv(c1, &b.conv1, x, None, true)?;
+                let y2 = self.conv(c2, &b.conv2, &y1, None, true)?;
                 self.arena.recycle(y1);
-                let sc = self.shortcut(&b.shortcut, x)?;
-                let out = self.conv(&b.conv3, &y2, Some(&sc), true)?;
+                let sc = self.shortcut(at, &b.shortcut, x)?;
+                let out = self.conv(c3, &b.conv3, &y2, Some(&sc), true)?;
                 self.arena.recycle(y2);
                 self.recycle(sc);
                 Ok(out)
@@ -172,14 +196,14 @@ impl Blocked {
                 let sc = match &b.shortcut {
                     Shortcut::Identity => Cow::Borrowed(x),
                     // Not the identity, so owned: `into_owned` moves it out of `pre`'s borrow.
-                    s => Cow::Owned(self.shortcut(s, &pre)?.into_owned()),
+                    s => Cow::Owned(self.shortcut(at, s, &pre)?.into_owned()),
                 };
                 // `norm2` and `norm3` are folded into `conv1` and `conv2`, leaving their ReLUs.
-                let y1 = self.conv(&b.conv1, &pre, None, true)?;
+                let y1 = self.conv(c1, &b.conv1, &pre, None, true)?;
                 self.arena.recycle(pre);
-                let y2 = self.conv(&b.conv2, &y1, None, true)?;
+                let y2 = self.conv(c2, &b.conv2, &y1, None, true)?;
                 self.arena.recycle(y1);
-                let out = self.conv(&b.conv3, &y2, Some(&sc), false)?;
+                let out = self.conv(c3, &b.conv3, &y2, Some(&sc), false)?;
                 self.arena.recycle(y2);
                 self.recycle(sc);
                 Ok(out)
@@ -224,9 +248,11 @@ impl Blocked {
             h,
             w,
         };
-        let mut y = packed(first)?.forward_in(input, None, stem.relu, self.isa, &self.arena)?;
-        for conv in rest {
-            let next = self.conv(conv, &y, None, stem.relu)?;
+        let mut y = self.timing.time(Site::Stem(0), first, n, (h, w), || {
+            packed(first)?.forward_in(input, None, stem.relu, self.isa, &self.arena)
+        })?;
+        for (i, conv) in rest.iter().enumerate() {
+            let next = self.conv(Site::Stem(i + 1), conv, &y, None, stem.relu)?;
             self.arena.recycle(std::mem::replace(&mut y, next));
         }
         tap(0, &y)?;
@@ -247,7 +273,7 @@ impl Blocked {
                     .get(i)
                     .and_then(|s| s.get(b))
                     .and_then(Option::as_ref);
-                let next = self.block(block, norm1, &y)?;
+                let next = self.block((i, b), block, norm1, &y)?;
                 self.arena.recycle(std::mem::replace(&mut y, next));
             }
             tap(i + 1, &y)?;
@@ -296,6 +322,10 @@ impl Blocked {
     pub(crate) fn recycle_map(&self, x: Nchw8c) {
         self.arena.recycle(x);
     }
+}
+
+fn block_site((stage, block): (usize, usize), conv: &'static str) -> Site {
+    Site::Block { stage, block, conv }
 }
 
 fn packed(layer: &ConvBn) -> Result<&PackedConv> {

@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used)]
 use std::collections::HashMap;
+use std::time::Duration;
 
 use candle_core::{Device, Module};
 
@@ -104,4 +105,68 @@ fn a_batch_split_over_threads_gives_each_image_its_own_values() {
             assert_eq!(diff(&features, &together), 0.0, "{name}: one pass");
         }
     }
+}
+
+/// With timing on, every convolution of the blocked pass is recorded once per forward under its
+/// torchvision-style name, with its shape and direct multiply-adds; off (the default) nothing is,
+/// and taking the times forgets them.
+#[test]
+fn layer_timing_records_every_convolution_once_per_forward() {
+    if Isa::configured().ok().flatten().is_none() {
+        return; // the NCHW path: nothing is timed (`time_layers` documents it)
+    }
+    let model = random_model(&ResNetConfig::preset("resnet18").unwrap());
+    let x = Tensor::randn(0f32, 1., (1, 3, 64, 64), &Device::Cpu).unwrap();
+    model.forward(&x).unwrap();
+    assert!(
+        model.take_layer_times().is_empty(),
+        "timing is off by default"
+    );
+    model.time_layers(true);
+    for _ in 0..3 {
+        model.forward(&x).unwrap();
+    }
+    model.time_layers(false);
+    model.forward(&x).unwrap();
+    let times = model.take_layer_times();
+    let names: Vec<&str> = times.iter().map(|t| t.name.as_str()).collect();
+    // The stem, two convolutions in each of 8 blocks, a projection opening stages 2 to 4.
+    assert_eq!(times.len(), 1 + 16 + 3, "{names:?}");
+    assert_eq!(
+        names[..6],
+        [
+            "stem.0",
+            "layer1.0.conv1",
+            "layer1.0.conv2",
+            "layer1.1.conv1",
+            "layer1.1.conv2",
+            "layer2.0.conv1"
+        ]
+    );
+    assert_eq!(names[6..8], ["layer2.0.shortcut", "layer2.0.conv2"]);
+    assert_eq!(names.last(), Some(&"layer4.1.conv2"));
+    let shortcut = &times[6];
+    assert_eq!(
+        (
+            shortcut.in_channels,
+            shortcut.out_channels,
+            shortcut.kernel_size,
+            shortcut.stride
+        ),
+        (64, 128, 1, 2)
+    );
+    assert_eq!((shortcut.input, shortcut.output), ((16, 16), (8, 8)));
+    assert_eq!(times[0].input, (64, 64));
+    for t in &times {
+        assert_eq!((t.times.len(), t.batch), (3, 1), "{}", t.name);
+        assert!(
+            t.min() <= t.median() && t.min() > Duration::ZERO,
+            "{}",
+            t.name
+        );
+        let k = t.kernel_size * t.kernel_size;
+        let direct = t.out_channels * t.in_channels / t.groups * k * t.output.0 * t.output.1;
+        assert_eq!(t.macs, direct as u64, "{}", t.name);
+    }
+    assert!(model.take_layer_times().is_empty(), "taken once");
 }
