@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use candle_core::{DType, Module, Tensor};
@@ -161,7 +161,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let threads = rayon::current_num_threads();
     let peak = peak_rss_mib();
     if args.json {
-        let line = serde_json::json!({
+        let mut line = serde_json::json!({
             "engine": "resnet-zoo",
             "model": loaded.arch,
             "batch": batch,
@@ -173,7 +173,6 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             "times_ms": times_ms,
             "peak_rss_mb": peak,
         });
-        let mut line = line;
         if args.layers {
             line["layers"] = layers.iter().map(layer_json).collect();
         }
@@ -205,7 +204,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn ms(d: std::time::Duration) -> f64 {
+fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
@@ -228,7 +227,7 @@ fn shape(l: &LayerTime) -> String {
 }
 
 /// GFLOP/s of one call of `l` taking `d` (2 FLOPs per direct multiply-add).
-fn gflops(l: &LayerTime, d: std::time::Duration) -> f64 {
+fn gflops(l: &LayerTime, d: Duration) -> f64 {
     2.0 * l.macs as f64 / d.as_secs_f64().max(1e-12) / 1e9
 }
 

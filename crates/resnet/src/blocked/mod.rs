@@ -159,8 +159,8 @@ impl Blocked {
         }
     }
 
-    /// One residual block (see `Block::forward` for the same computation in NCHW).
-    /// Block `at` (stage, block) on `x`.
+    /// Residual block `at` (stage, block) on `x` (see `Block::forward` for the same computation
+    /// in NCHW).
     fn block(
         &self,
         at: (usize, usize),
