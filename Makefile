@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV ?= $(HOME)/.cache/resnet-zoo/venv
 FIXTURES := tests/fixtures
 
-.PHONY: test venv fixtures check fmt clippy classify clean-fixtures bench bench-smoke cuda-build gpu-bundle
+.PHONY: test venv fixtures check fmt clippy classify clean-fixtures bench bench-smoke cuda-build gpu-bundle test-aarch64
 
 # RESNET_ZOO_REQUIRE_FIXTURES: a test whose PyTorch fixture is missing fails here; plain `cargo test`
 # (no fixtures) skips those tests and says so in one line per test binary (tests/common/mod.rs).
@@ -25,6 +25,8 @@ test: fixtures
 	RESNET_ZOO_WINOGRAD=all RESNET_ZOO_REQUIRE_FIXTURES=1 cargo test --release --test parity
 	RESNET_ZOO_WINOGRAD=all-f4 RESNET_ZOO_REQUIRE_FIXTURES=1 cargo test --release --test parity
 	cargo test --release --workspace --doc
+	# The kernel tests again built for aarch64, under QEMU: the NEON kernels against Candle.
+	scripts/aarch64-test.sh
 
 $(VENV)/.installed: tests/requirements.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +56,10 @@ bench: $(VENV)/.bench-installed
 bench-smoke: $(VENV)/.bench-installed
 	cargo build --release
 	$(VENV)/bin/python benches/compare.py --smoke
+
+# The kernel tests and the parity suite (RESNET_ZOO_ISA=neon) built for aarch64, under QEMU.
+test-aarch64: fixtures
+	scripts/aarch64-test.sh --parity
 
 # `--features cuda,cudnn` without a GPU (CUDA 13.0 wheels from PyPI; scripts/cuda-build.sh says how).
 cuda-build:

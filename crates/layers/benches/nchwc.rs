@@ -5,13 +5,14 @@
 //! `cargo bench -p resnet-zoo-layers --bench nchwc` (env: `NCHWC_BATCHES=1,8`, `NCHWC_FILTER=3x3`
 //! to run some layers only, `NCHWC_MAX_LOAD=0.5` and `NCHWC_WAIT_S=600`: how quiet the machine must
 //! be before measuring, and how long to wait at most, `NCHWC_COLD=1` to evict the caches before
-//! each timed run of the new kernels, as in a model whose weights do not stay cached).
+//! each timed run of the new kernels, as in a model whose weights do not stay cached). On aarch64
+//! it times the NEON kernels against the NCHW path (no FMA peak): the figures that would decide
+//! whether `RESNET_ZOO_ISA=auto` picks them there.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
-use rayon::prelude::*;
 use resnet_zoo_layers::nchwc::{Algorithm, Arena, Input, InputLayout, Isa, Nchw8c, PackedConv};
 use resnet_zoo_layers::{conv2d_fused, ConvGeometry, Epilogue};
 
@@ -94,6 +95,7 @@ fn time_after(mut prepare: impl FnMut(), mut f: impl FnMut()) -> f64 {
 /// false, else 512-bit (AVX-512F).
 #[cfg(target_arch = "x86_64")]
 fn fma_peak(wide: bool) -> Option<f64> {
+    use rayon::prelude::*;
     use std::arch::x86_64::*;
     #[target_feature(enable = "avx2,fma")]
     fn run256(iters: usize) -> f32 {

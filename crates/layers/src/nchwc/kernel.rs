@@ -1,8 +1,9 @@
 //! The direct-convolution micro-kernels: `WT` output pixels of one row x `OB` blocks of 8 output
 //! channels (AVX2: 2 blocks x up to 6 pixels or 1 x 12; portable: 1 or 2 blocks x 6; AVX-512: 2 or
-//! 4 blocks, one zmm per pair, up to 12 pixels), accumulated in registers over every input channel
-//! and every kernel tap that lands inside the input, then `relu?(acc + residual)` (the accumulators
-//! start from the bias) and one store per output vector.
+//! 4 blocks, one zmm per pair, up to 12 pixels; NEON, in `neon.rs`: as AVX2, two vectors a
+//! block), accumulated in registers over every input channel and every kernel tap that lands
+//! inside the input, then `relu?(acc + residual)` (the accumulators start from the bias) and one
+//! store per output vector.
 //!
 //! A 1x1 convolution is the same loop with one tap: a GEMM over the blocked layout whose
 //! `WT x OB` register tile is the micro-kernel, reading pixels in place (no packing of the input).
@@ -49,11 +50,14 @@ pub(super) struct Tile {
     pub(super) w_col: usize,
     /// Input stride between two output pixels (`stride * x_col`).
     pub(super) x_pix: usize,
-    /// Weight stride between two pairs of output blocks, output stride between two blocks.
+    /// Weight stride between two pairs of output blocks (AVX-512), output stride between two
+    /// blocks.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(super) w_pair: usize,
     pub(super) out_ob: usize,
     /// Elements from these weights to the next tile's (0: no prefetch): each weight load also
-    /// prefetches the line that far on, so that weights streamed from memory arrive ahead.
+    /// prefetches the line that far on, so that weights streamed from memory arrive ahead (x86).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(super) prefetch: isize,
 }
 
@@ -68,6 +72,8 @@ pub enum Isa {
     Avx512,
     /// 256-bit AVX2 + FMA intrinsics (x86-64 CPUs that have them, checked at run time).
     Avx2Fma,
+    /// 128-bit NEON intrinsics (every aarch64 CPU), a block being two vectors.
+    Neon,
     /// Plain Rust over `[f32; 8]` lanes, which the compiler vectorises for the target it builds for.
     Portable,
 }
@@ -82,23 +88,31 @@ impl Isa {
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             return Self::Avx2Fma;
         }
+        if Self::Neon.available() {
+            return Self::Neon;
+        }
         Self::Portable
     }
 
     /// The kernels chosen by the `RESNET_ZOO_ISA` environment variable: unset or `auto`, the
-    /// fastest SIMD kernels this CPU has ([`Isa::detect`]), or `None` where it has neither AVX2 nor
-    /// AVX-512 (the portable kernels are then not faster than the GEMM path); `avx512`, `avx2` or
-    /// `portable` to force one (an error if this CPU lacks it); `off` for the GEMM path.
+    /// fastest x86 SIMD kernels this CPU has ([`Isa::detect`]), or `None` where it has neither AVX2
+    /// nor AVX-512 (the portable kernels are then not faster than the GEMM path; the NEON ones pass
+    /// every kernel test under emulation but have not been timed on Arm hardware against the GEMM
+    /// path, so they are not the default yet); `avx512`, `avx2`, `neon` or `portable` to force one
+    /// (an error if this CPU lacks it); `off` for the GEMM path.
     pub fn configured() -> Result<Option<Self>> {
         let value = std::env::var("RESNET_ZOO_ISA").unwrap_or_default();
         let isa = match value.trim().to_ascii_lowercase().as_str() {
-            "" | "auto" => return Ok(Some(Self::detect()).filter(|&i| i != Self::Portable)),
+            "" | "auto" => {
+                return Ok(Some(Self::detect()).filter(|&i| i == Self::Avx512 || i == Self::Avx2Fma))
+            }
             "off" => return Ok(None),
             "avx512" => Self::Avx512,
             "avx2" => Self::Avx2Fma,
+            "neon" => Self::Neon,
             "portable" => Self::Portable,
             other => bail!(
-                "RESNET_ZOO_ISA={other:?} is not a kernel set: use auto, avx512, avx2, portable or off"
+                "RESNET_ZOO_ISA={other:?} is not a kernel set: use auto, avx512, avx2, neon, portable or off"
             ),
         };
         if !isa.available() {
@@ -117,9 +131,37 @@ impl Isa {
             Self::Avx512 => Self::Avx2Fma.available() && is_x86_feature_detected!("avx512f"),
             #[cfg(not(target_arch = "x86_64"))]
             Self::Avx2Fma | Self::Avx512 => false,
+            #[cfg(target_arch = "aarch64")]
+            Self::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[cfg(not(target_arch = "aarch64"))]
+            Self::Neon => false,
         }
     }
 }
+
+/// Runs `$body` once per input channel of every input block and kernel tap of the tile `$t`, with
+/// `$xp` at that channel's input for the tile's first pixel and `$wp` at its weights: the loop
+/// nest every direct micro-kernel shares. A macro rather than a function taking a closure, so that
+/// each kernel's body is compiled inside its own `target_feature` function.
+macro_rules! for_each_input {
+    ($t:expr, |$xp:ident, $wp:ident| $body:block) => {
+        for ib in 0..$t.n_ib {
+            for ky in 0..$t.nky {
+                for kx in 0..$t.nkx {
+                    let mut $xp = $t.x.wrapping_add(ib * $t.x_ib + ky * $t.x_row + kx * $t.x_col);
+                    let mut $wp = $t.w.wrapping_add(ib * $t.w_ib + ky * $t.w_row + kx * $t.w_col);
+                    for _ in 0..$t.icb {
+                        $body
+                        $xp = $xp.wrapping_add($t.x_ic);
+                        $wp = $wp.wrapping_add($crate::nchwc::pack::PAIR);
+                    }
+                }
+            }
+        }
+    };
+}
+#[cfg(target_arch = "aarch64")]
+pub(super) use for_each_input;
 
 macro_rules! pick {
     ($f:ident, $ob:literal, $($wt:literal)+) => {
@@ -133,12 +175,14 @@ macro_rules! pick {
 /// Pixels a tile of `ob` output blocks takes at most with `isa`: AVX2, 2 blocks x 6 pixels or
 /// 1 x 12 = 12 accumulators of the 16 ymm registers (plus the weight vectors and a broadcast);
 /// AVX-512, 2 pairs x 8 pixels = 16 of the 32 zmm registers (from 2 x 9 on, LLVM spills
-/// accumulators to the stack). Fewer than 8 accumulators leave the two FMA pipes idle part of
-/// the time (4 cycles of latency each).
+/// accumulators to the stack); NEON, as AVX2 with two vectors per block (`neon.rs`). Fewer than 8
+/// accumulators leave the two FMA pipes idle part of the time (4 cycles of latency each).
 pub(super) fn max_pixels(isa: Isa, ob: usize) -> usize {
     match (isa, ob) {
         (Isa::Avx512, 4) => 8,
         (Isa::Avx512, 2) | (Isa::Avx512 | Isa::Avx2Fma, 1) => 12,
+        #[cfg(target_arch = "aarch64")]
+        (Isa::Neon, _) => super::neon::max_pixels(ob),
         _ => 6,
     }
 }
@@ -165,6 +209,8 @@ pub(super) fn kernel(isa: Isa, ob: usize, wt: usize) -> TileFn {
         (Isa::Avx2Fma | Isa::Avx512, 1) => pick!(tile_avx2, 1, 1 2 3 4 5 6 7 8 9 10 11 12)(wt),
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2Fma, _) => pick!(tile_avx2, 2, 1 2 3 4 5 6)(wt),
+        #[cfg(target_arch = "aarch64")]
+        (Isa::Neon, _) => super::neon::kernel(ob, wt),
         (_, 1) => pick!(tile_portable, 1, 1 2 3 4 5 6)(wt),
         _ => pick!(tile_portable, 2, 1 2 3 4 5 6)(wt),
     }
@@ -211,33 +257,23 @@ unsafe fn tile_avx512<const NP: usize, const WT: usize>(t: &Tile) {
             acc[q] = [bias; WT];
         }
     }
-    for ib in 0..t.n_ib {
-        for ky in 0..t.nky {
-            for kx in 0..t.nkx {
-                let mut xp = t.x.wrapping_add(ib * t.x_ib + ky * t.x_row + kx * t.x_col);
-                let mut wp = t.w.wrapping_add(ib * t.w_ib + ky * t.w_row + kx * t.w_col);
-                for _ in 0..t.icb {
-                    let mut wv = [_mm512_setzero_ps(); NP];
-                    for q in 0..NP {
-                        // SAFETY: the weights of this tap, channel and pair are in bounds.
-                        wv[q] = unsafe { _mm512_loadu_ps(wp.add(q * t.w_pair)) };
-                        if t.prefetch != 0 {
-                            prefetch(wp.wrapping_add(q * t.w_pair).wrapping_offset(t.prefetch));
-                        }
-                    }
-                    for p in 0..WT {
-                        // SAFETY: this pixel's input at this tap and channel is inside the input.
-                        let xv = _mm512_set1_ps(unsafe { *xp.add(p * t.x_pix) });
-                        for q in 0..NP {
-                            acc[q][p] = _mm512_fmadd_ps(xv, wv[q], acc[q][p]);
-                        }
-                    }
-                    xp = xp.wrapping_add(t.x_ic);
-                    wp = wp.wrapping_add(PAIR);
-                }
+    for_each_input!(t, |xp, wp| {
+        let mut wv = [_mm512_setzero_ps(); NP];
+        for q in 0..NP {
+            // SAFETY: the weights of this tap, channel and pair are in bounds.
+            wv[q] = unsafe { _mm512_loadu_ps(wp.add(q * t.w_pair)) };
+            if t.prefetch != 0 {
+                prefetch(wp.wrapping_add(q * t.w_pair).wrapping_offset(t.prefetch));
             }
         }
-    }
+        for p in 0..WT {
+            // SAFETY: this pixel's input at this tap and channel is inside the input.
+            let xv = _mm512_set1_ps(unsafe { *xp.add(p * t.x_pix) });
+            for q in 0..NP {
+                acc[q][p] = _mm512_fmadd_ps(xv, wv[q], acc[q][p]);
+            }
+        }
+    });
     let zero = _mm256_setzero_ps();
     for q in 0..NP {
         for p in 0..WT {
@@ -283,33 +319,23 @@ unsafe fn tile_avx2<const OB: usize, const WT: usize>(t: &Tile) {
             acc[b] = [bias; WT];
         }
     }
-    for ib in 0..t.n_ib {
-        for ky in 0..t.nky {
-            for kx in 0..t.nkx {
-                let mut xp = t.x.wrapping_add(ib * t.x_ib + ky * t.x_row + kx * t.x_col);
-                let mut wp = t.w.wrapping_add(ib * t.w_ib + ky * t.w_row + kx * t.w_col);
-                for _ in 0..t.icb {
-                    let mut wv = [_mm256_setzero_ps(); OB];
-                    for b in 0..OB {
-                        // SAFETY: the weights of this tap, channel and block are in bounds.
-                        wv[b] = unsafe { _mm256_loadu_ps(wp.add(b * BLOCK)) };
-                    }
-                    if t.prefetch != 0 {
-                        prefetch(wp.wrapping_offset(t.prefetch));
-                    }
-                    for p in 0..WT {
-                        // SAFETY: this pixel's input at this tap and channel is inside the input.
-                        let xv = unsafe { _mm256_broadcast_ss(&*xp.add(p * t.x_pix)) };
-                        for b in 0..OB {
-                            acc[b][p] = _mm256_fmadd_ps(xv, wv[b], acc[b][p]);
-                        }
-                    }
-                    xp = xp.wrapping_add(t.x_ic);
-                    wp = wp.wrapping_add(PAIR);
-                }
+    for_each_input!(t, |xp, wp| {
+        let mut wv = [_mm256_setzero_ps(); OB];
+        for b in 0..OB {
+            // SAFETY: the weights of this tap, channel and block are in bounds.
+            wv[b] = unsafe { _mm256_loadu_ps(wp.add(b * BLOCK)) };
+        }
+        if t.prefetch != 0 {
+            prefetch(wp.wrapping_offset(t.prefetch));
+        }
+        for p in 0..WT {
+            // SAFETY: this pixel's input at this tap and channel is inside the input.
+            let xv = unsafe { _mm256_broadcast_ss(&*xp.add(p * t.x_pix)) };
+            for b in 0..OB {
+                acc[b][p] = _mm256_fmadd_ps(xv, wv[b], acc[b][p]);
             }
         }
-    }
+    });
     let zero = _mm256_setzero_ps();
     for b in 0..OB {
         for p in 0..WT {
@@ -352,32 +378,22 @@ unsafe fn tile_portable<const OB: usize, const WT: usize>(t: &Tile) {
             acc[b] = [bias; WT];
         }
     }
-    for ib in 0..t.n_ib {
-        for ky in 0..t.nky {
-            for kx in 0..t.nkx {
-                let mut xp = t.x.wrapping_add(ib * t.x_ib + ky * t.x_row + kx * t.x_col);
-                let mut wp = t.w.wrapping_add(ib * t.w_ib + ky * t.w_row + kx * t.w_col);
-                for _ in 0..t.icb {
-                    let mut wv = [[0f32; BLOCK]; OB];
-                    for b in 0..OB {
-                        // SAFETY: the weights of this tap, channel and block are in bounds.
-                        wv[b] = unsafe { *wp.add(b * BLOCK).cast::<[f32; BLOCK]>() };
-                    }
-                    for p in 0..WT {
-                        // SAFETY: this pixel's input at this tap and channel is inside the input.
-                        let xv = unsafe { *xp.add(p * t.x_pix) };
-                        for b in 0..OB {
-                            for l in 0..BLOCK {
-                                acc[b][p][l] += xv * wv[b][l];
-                            }
-                        }
-                    }
-                    xp = xp.wrapping_add(t.x_ic);
-                    wp = wp.wrapping_add(PAIR);
+    for_each_input!(t, |xp, wp| {
+        let mut wv = [[0f32; BLOCK]; OB];
+        for b in 0..OB {
+            // SAFETY: the weights of this tap, channel and block are in bounds.
+            wv[b] = unsafe { *wp.add(b * BLOCK).cast::<[f32; BLOCK]>() };
+        }
+        for p in 0..WT {
+            // SAFETY: this pixel's input at this tap and channel is inside the input.
+            let xv = unsafe { *xp.add(p * t.x_pix) };
+            for b in 0..OB {
+                for l in 0..BLOCK {
+                    acc[b][p][l] += xv * wv[b][l];
                 }
             }
         }
-    }
+    });
     for b in 0..OB {
         for p in 0..WT {
             let at = b * t.out_ob + p * BLOCK;

@@ -26,7 +26,9 @@ pub(super) fn max_pixels(isa: Isa) -> usize {
     match isa {
         Isa::Avx512 => 12,
         Isa::Avx2Fma => 8,
-        Isa::Portable => 6,
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => super::neon::LANES4_PIXELS,
+        _ => 6,
     }
 }
 
@@ -59,6 +61,8 @@ pub(super) fn kernel(isa: Isa, wt: usize) -> TileFn {
         Isa::Avx512 => pick!(tile_avx512, 1 2 3 4 5 6 7 8 9 10 11 12)(wt),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2Fma => pick!(tile_avx2, 1 2 3 4 5 6 7 8)(wt),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => super::neon::lanes4_kernel(wt),
         _ => pick!(tile_portable, 1 2 3 4 5 6)(wt),
     }
 }

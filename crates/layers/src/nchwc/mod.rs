@@ -18,8 +18,8 @@
 //! - grouped convolutions (ResNeXt) packed block-diagonally, each pair of output blocks reading
 //!   its groups' input blocks; groups that fit one block run block by block, and 4-channel groups
 //!   on their own kernels that broadcast each group's inputs within 128-bit lanes (`lanes4.rs`);
-//! - kernels: AVX-512F or AVX2 + FMA intrinsics where `is_x86_feature_detected!` finds them, else a
-//!   portable one ([`Isa`]);
+//! - kernels: AVX-512F or AVX2 + FMA intrinsics where `is_x86_feature_detected!` finds them, NEON
+//!   on aarch64 (`neon.rs`; opt-in until timed on Arm hardware), else a portable one ([`Isa`]);
 //! - [`Algorithm::Winograd`] and [`Algorithm::Winograd4x4`]: F(2x2, 3x3) and F(4x4, 3x3) for
 //!   stride-1 3x3 convolutions (`winograd/`);
 //! - the layers between convolutions in the same layout (`ops.rs`): max pool, ResNet-D's average
@@ -32,6 +32,8 @@ mod driver;
 mod kernel;
 mod lanes4;
 mod layout;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod ops;
 mod pack;
 mod task;

@@ -19,7 +19,7 @@ fn rel_err(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn isas() -> Vec<Isa> {
-    [Isa::Portable, Isa::Avx2Fma, Isa::Avx512]
+    [Isa::Portable, Isa::Avx2Fma, Isa::Avx512, Isa::Neon]
         .into_iter()
         .filter(|isa| isa.available())
         .collect()
