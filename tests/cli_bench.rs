@@ -180,8 +180,9 @@ fn dtype_and_auto_device_flags() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The CPU kernel switches are read strictly: a value that is not one fails the run (exit 1) with
-/// an error naming the variable, rather than quietly running the default kernels.
+/// The CPU kernel switches are read strictly: a value that is not one, or a kernel set this CPU
+/// lacks, fails the run (exit 1) with an error naming the variable, rather than quietly running
+/// the default kernels.
 #[test]
 fn kernel_switches_refuse_unknown_values() {
     if common::skip_without_fixtures() {
@@ -198,4 +199,24 @@ fn kernel_switches_refuse_unknown_values() {
         assert_eq!(o.status.code(), Some(1), "{var}={value}: {}", stderr(&o));
         assert_stderr_has(&o, &format!("{var}=\"{value}\""));
     }
+    // A kernel set this CPU cannot run is refused too, with a way out.
+    let foreign = if cfg!(target_arch = "aarch64") {
+        ("avx2", "Avx2Fma")
+    } else {
+        ("neon", "Neon")
+    };
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_resnet-zoo"))
+        .args(["bench", "--arch", "resnet18", "--weights", &weights])
+        .args(["--repeats", "1", "--device", "cpu"])
+        .env("RESNET_ZOO_ISA", foreign.0)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_stderr_has(
+        &o,
+        &format!(
+            "cannot run the {} kernels (unset it, or use auto)",
+            foreign.1
+        ),
+    );
 }
