@@ -4,8 +4,8 @@
 #
 #   scripts/aarch64-test.sh            # resnet-zoo-layers' unit tests: every kernel, NEON
 #                                      # included, against Candle's conv2d (what `make test` runs)
-#   scripts/aarch64-test.sh --parity   # also the PyTorch parity suite with RESNET_ZOO_ISA=neon
-#                                      # (after `make fixtures`; a much longer build and run)
+#   scripts/aarch64-test.sh --parity   # also PyTorch parity with RESNET_ZOO_ISA=neon (after
+#                                      # `make fixtures`; ~9 min more to build, ~24 min to run)
 #
 # Emulated timings mean nothing: these runs check values only. Needs the Rust target, qemu-user and
 # a cross C toolchain (Debian: qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross), installed
@@ -38,8 +38,12 @@ export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 cargo test --release --target "$TARGET" -p resnet-zoo-layers --lib
 
 if [[ "${1:-}" == "--parity" ]]; then
-    # On aarch64 `auto` keeps the GEMM path until the NEON kernels are timed on Arm hardware, so
-    # the suite runs twice: NEON, then the default.
-    RESNET_ZOO_ISA=neon RESNET_ZOO_REQUIRE_FIXTURES=1 cargo test --release --target "$TARGET" --test parity
-    RESNET_ZOO_REQUIRE_FIXTURES=1 cargo test --release --target "$TARGET" --test parity
+    # The models that between them run every block, shortcut and kernel of the blocked path
+    # (basic and bottleneck blocks, the paper's V1, ResNet-D's pooled shortcut, pre-activation,
+    # ResNeXt's 4-channel groups, Wide, CIFAR's zero-padding shortcut); the deeper ones repeat
+    # them and take far longer emulated. `auto` on aarch64 is the GEMM path, hence the variable.
+    RESNET_ZOO_ISA=neon RESNET_ZOO_REQUIRE_FIXTURES=1 \
+        cargo test --release --target "$TARGET" --test parity -- --test-threads 2 \
+        resnet18_ resnet34_ resnet50_matches resnet50_v1 resnet50d_ resnetv2_50_ resnext50 \
+        wide_resnet cifar
 fi
