@@ -108,8 +108,9 @@ impl ResNet {
     }
 
     /// The SIMD kernels the CPU forward runs, when the model runs in the blocked NCHW8c layout
-    /// (f32 on a CPU with AVX2 or AVX-512, unless `RESNET_ZOO_ISA` says otherwise); `None` for the
-    /// NCHW path (GEMM kernels on the CPU, Candle's ops on other devices).
+    /// (f32 on a CPU with AVX2 or AVX-512 unless `RESNET_ZOO_ISA` says otherwise, or on aarch64
+    /// with `RESNET_ZOO_ISA=neon`); `None` for the NCHW path (GEMM kernels on the CPU, Candle's
+    /// ops on other devices).
     pub fn cpu_kernels(&self) -> Option<Isa> {
         self.blocked.as_ref().map(Blocked::isa)
     }
