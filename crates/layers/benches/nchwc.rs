@@ -201,18 +201,34 @@ fn main() {
         println!("NCHWC_COLD: 64 MiB written and the input read back before each timed run");
     }
     let dev = Device::Cpu;
+    // The blocked kernel sets of this architecture, each with its FMA peak (NaN: not measured).
+    let sets = if cfg!(target_arch = "x86_64") {
+        vec![(Isa::Avx2Fma, peak256), (Isa::Avx512, peak512)]
+    } else {
+        vec![(Isa::Neon, f64::NAN)]
+    };
+    let new_cols: String = sets
+        .iter()
+        .map(|&(i, _)| format!(" new {}, NCHW8c |", label(i)))
+        .collect();
     for &n in &batches {
         println!(
             "\nResNet-50 convolutions + bias + ReLU, batch {n}, {threads} threads; GFLOP/s (% of the \
-             FMA peak of the ISA; old = the gemm crate, whose AVX-512 kernels run where the CPU has them):"
+             FMA peak of the ISA where measured; old = the gemm crate, whose AVX-512 kernels run \
+             where the CPU has them):"
         );
         println!(
-            "| conv | count | old: im2col + gemm, NCHW | new AVX2, NCHW8c | new AVX-512, NCHW8c \
-             | new {isa:?} incl. conversions | new {isa:?} / old | rel err |"
+            "| conv | count | old: im2col + gemm, NCHW |{new_cols} new {} incl. conversions \
+             | new {} / old | rel err |",
+            label(isa),
+            label(isa)
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        println!(
+            "|---|---:|---:|{}---:|---:|---:|",
+            "---:|".repeat(sets.len())
+        );
         let mut t_old = 0.0;
-        let mut t_new = [0.0; 2];
+        let mut t_new = vec![0.0; sets.len()];
         let (mut t_conv, mut flops) = (0.0, 0.0);
         for &(c, o, k, s, side, count) in &SHAPES {
             let name = format!("{c}->{o} {k}x{k}/{s} @{side}");
@@ -265,7 +281,7 @@ fn main() {
             let old_v = old.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let scale = old_v.iter().fold(0f32, |m, v| m.max(v.abs()));
             let mut err = 0f32;
-            for i in [Isa::Avx2Fma, Isa::Avx512] {
+            for &(i, _) in &sets {
                 if i.available() {
                     let new = run(&xb, i).to_nchw();
                     err = old_v
@@ -281,10 +297,7 @@ fn main() {
             });
             let mut cells = Vec::new();
             let mut best = f64::NAN;
-            for (slot, (want, pk)) in [(Isa::Avx2Fma, peak256), (Isa::Avx512, peak512)]
-                .into_iter()
-                .enumerate()
-            {
+            for (slot, &(want, pk)) in sets.iter().enumerate() {
                 if !want.available() {
                     cells.push("-".to_string());
                     continue;
@@ -303,7 +316,7 @@ fn main() {
                 if want == isa {
                     best = t;
                 }
-                cells.push(format!("{:.1} ({:.0}%)", gf(t), 100.0 * gf(t) / pk));
+                cells.push(format!("{:.1}{}", gf(t), pct(gf(t), pk)));
             }
             let ct = time(|| {
                 let y = match layout {
@@ -315,11 +328,10 @@ fn main() {
                 std::hint::black_box(y.to_nchw());
             });
             println!(
-                "| {name} | {count} | {:.1} ({:.0}%) | {} | {} | {:.1} | {:.2}x | {err:.1e} |",
+                "| {name} | {count} | {:.1}{} | {} | {:.1} | {:.2}x | {err:.1e} |",
                 gf(a),
-                100.0 * gf(a) / peak_old,
-                cells[0],
-                cells[1],
+                pct(gf(a), peak_old),
+                cells.join(" | "),
                 gf(ct),
                 a / best,
             );
@@ -327,27 +339,35 @@ fn main() {
             (t_old, t_conv, flops) = (t_old + cf * a, t_conv + cf * ct, flops + cf * f);
         }
         let g = |t: f64| flops / t / 1e9;
-        let t_best = if isa == Isa::Avx512 {
-            t_new[1]
-        } else {
-            t_new[0]
-        };
+        let t_best = sets
+            .iter()
+            .position(|&(i, _)| i == isa)
+            .map_or(f64::NAN, |slot| t_new[slot]);
+        let totals: Vec<String> = sets
+            .iter()
+            .zip(&t_new)
+            .map(|(&(i, pk), &t)| match i.available() {
+                true => format!("{:.1}{}", g(t), pct(g(t), pk)),
+                false => "-".into(),
+            })
+            .collect();
         println!(
-            "| all ResNet-50 convs (by count) | | {:.1} ({:.0}%) | {:.1} ({:.0}%) | {:.1} ({:.0}%) | {:.1} | {:.2}x | |",
+            "| all ResNet-50 convs (by count) | | {:.1}{} | {} | {:.1} | {:.2}x | |",
             g(t_old),
-            100.0 * g(t_old) / peak_old,
-            g(t_new[0]),
-            100.0 * g(t_new[0]) / peak256,
-            g(t_new[1]),
-            100.0 * g(t_new[1]) / peak512,
+            pct(g(t_old), peak_old),
+            totals.join(" | "),
             g(t_conv),
             t_old / t_best,
         );
+        let per_image: String = sets
+            .iter()
+            .zip(&t_new)
+            .filter(|((i, _), _)| i.available())
+            .map(|(&(i, _), &t)| format!(", new {} {:.1} ms", label(i), 1e3 * t / n as f64))
+            .collect();
         println!(
-            "  per image: old {:.1} ms, new AVX2 {:.1} ms, new AVX-512 {:.1} ms (with conversions around every conv: {:.1} ms)",
+            "  per image: old {:.1} ms{per_image} (with conversions around every conv: {:.1} ms)",
             1e3 * t_old / n as f64,
-            1e3 * t_new[0] / n as f64,
-            1e3 * t_new[1] / n as f64,
             1e3 * t_conv / n as f64
         );
     }
@@ -358,6 +378,24 @@ fn main() {
         "\nload average: {load_start:.2} at the start, {:.2} at the end",
         load()
     );
+}
+
+/// A kernel set's name in the tables.
+fn label(isa: Isa) -> &'static str {
+    match isa {
+        Isa::Avx512 => "AVX-512",
+        Isa::Avx2Fma => "AVX2",
+        Isa::Neon => "NEON",
+        Isa::Portable => "portable",
+    }
+}
+
+/// ` (x%)` of `peak`, or nothing where the peak was not measured.
+fn pct(gflops: f64, peak: f64) -> String {
+    match peak.is_finite() {
+        true => format!(" ({:.0}%)", 100.0 * gflops / peak),
+        false => String::new(),
+    }
 }
 
 /// A buffer larger than the caches. In a model, each convolution's weights come from memory on
@@ -392,7 +430,7 @@ fn best_of(runs: usize, mut f: impl FnMut()) -> f64 {
 /// (as the models run them). Speed-ups are against direct; errors against direct, relative to its
 /// largest output.
 fn winograd_vs_direct(n: usize, isa: Isa, filter: &str) {
-    println!("\nStride-1 3x3 convolutions, batch {n}, {isa:?}: direct vs Winograd F(2x2, 3x3) and F(4x4, 3x3) (best of 15)");
+    println!("\nStride-1 3x3 convolutions, batch {n}, {}: direct vs Winograd F(2x2, 3x3) and F(4x4, 3x3) (best of 15)", label(isa));
     println!("| conv | direct ms | F(2x2) ms | F(4x4) ms | direct GFLOP/s | F(2x2) speed-up | F(4x4) speed-up | F(2x2) rel err | F(4x4) rel err |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let arena = Arena::new();

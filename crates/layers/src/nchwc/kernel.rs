@@ -14,6 +14,7 @@ use std::arch::x86_64::*;
 use candle_core::{bail, Result};
 
 use super::layout::BLOCK;
+#[cfg(target_arch = "x86_64")]
 use super::pack::PAIR;
 
 /// The addresses and strides of one tile, in f32 elements. Pointers point at valid data: `x` at
