@@ -1,6 +1,7 @@
-//! The aarch64 NEON micro-kernel: the AVX2 kernel's loops on 128-bit vectors, an NCHW8c block
-//! being two `float32x4_t` halves. NEON has 32 vector registers: 2 blocks x 6 pixels or 1 x 12
-//! is 24 accumulators, plus the weight halves and a broadcast.
+//! The aarch64 NEON micro-kernels: the direct tile, the AVX2 kernel's loops on 128-bit vectors
+//! with an NCHW8c block as two `float32x4_t` halves (NEON has 32 vector registers: 2 blocks x 6
+//! pixels or 1 x 12 is 24 accumulators, plus the weight halves and a broadcast), and the tile of
+//! 4-channel groups (`lanes4.rs`), one group to a vector.
 
 use std::arch::aarch64::*;
 
@@ -20,10 +21,17 @@ pub(super) fn max_pixels(ob: usize) -> usize {
     }
 }
 
+/// `$f::<[$ob,] wt>` for a run-time `wt` among the listed pixel counts.
 macro_rules! pick {
-    ($ob:literal, $($wt:literal)+) => {
+    ($f:ident; $($wt:literal)+) => {
         |wt: usize| match wt {
-            $($wt => tile_neon::<$ob, $wt> as TileFn,)+
+            $($wt => $f::<$wt> as TileFn,)+
+            _ => unreachable!("{wt} pixels"),
+        }
+    };
+    ($f:ident, $ob:literal; $($wt:literal)+) => {
+        |wt: usize| match wt {
+            $($wt => $f::<$ob, $wt> as TileFn,)+
             _ => unreachable!("{wt} pixels"),
         }
     };
@@ -33,9 +41,9 @@ macro_rules! pick {
 pub(super) fn kernel(ob: usize, wt: usize) -> TileFn {
     debug_assert!((1..=max_pixels(ob)).contains(&wt));
     if ob == 1 {
-        pick!(1, 1 2 3 4 5 6 7 8 9 10 11 12)(wt)
+        pick!(tile_neon, 1; 1 2 3 4 5 6 7 8 9 10 11 12)(wt)
     } else {
-        pick!(2, 1 2 3 4 5 6)(wt)
+        pick!(tile_neon, 2; 1 2 3 4 5 6)(wt)
     }
 }
 
@@ -107,17 +115,7 @@ pub(super) const LANES4_PIXELS: usize = 8;
 /// one group's 4 inputs, and `vfmaq_laneq_f32` broadcasts input `k` from its lane, so that every
 /// FMA does only the group's own MACs.
 pub(super) fn lanes4_kernel(wt: usize) -> TileFn {
-    match wt {
-        1 => tile_lanes4::<1>,
-        2 => tile_lanes4::<2>,
-        3 => tile_lanes4::<3>,
-        4 => tile_lanes4::<4>,
-        5 => tile_lanes4::<5>,
-        6 => tile_lanes4::<6>,
-        7 => tile_lanes4::<7>,
-        8 => tile_lanes4::<8>,
-        _ => unreachable!("{wt} pixels"),
-    }
+    pick!(tile_lanes4; 1 2 3 4 5 6 7 8)(wt)
 }
 
 /// # Safety
